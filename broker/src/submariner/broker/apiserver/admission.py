@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,10 +47,8 @@ def startup(api: Api) -> None:
                 api.adm.cluster_ips.reserve(ip)
         for port in spec.get("ports") or ():
             if port.get("nodePort"):
-                try:
+                with contextlib.suppress(ApiError):
                     api.adm.node_ports.reserve(int(port["nodePort"]))
-                except ApiError:
-                    pass
 
 
 def _cluster_ips(spec: dict[str, Any]) -> list[str]:
@@ -341,7 +340,7 @@ def after_marked_for_deletion(api: Api, rtype: ResourceType, obj: Obj) -> None:
     if rtype.key != "namespaces":
         return
     ns = obj["metadata"]["name"]
-    for key in api.store.keys():
+    for key in api.store.resource_keys():
         if key == "namespaces":
             continue
         for entry in list(api.store.items(key, ns)):
@@ -353,7 +352,7 @@ def maybe_finish_namespace(api: Api, ns: str) -> None:
     entry = api.store.get("namespaces", "", ns)
     if entry is None or not entry.obj["metadata"].get("deletionTimestamp"):
         return
-    for key in api.store.keys():
+    for key in api.store.resource_keys():
         if key != "namespaces" and api.store.count(key, ns):
             return
     done = copy.deepcopy(entry.obj)

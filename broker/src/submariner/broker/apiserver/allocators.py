@@ -3,6 +3,7 @@ while held, rebuilt from the stored Services at start-up."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 
@@ -62,10 +63,8 @@ class ClusterIPAllocator:
                 return str(ipaddress.ip_address(self._base + offset))
 
     def release(self, ip: str) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._held.discard(int(ipaddress.ip_address(ip)) - self._base)
-        except ValueError:
-            pass
 
     @property
     def used(self) -> int:

@@ -97,7 +97,7 @@ class Api:
         self.rbac_changed: Callable[[], None] = lambda: None
         store.listeners.append(self._index)
         store.listeners.append(hub.on_event)
-        for key in store.keys():
+        for key in store.resource_keys():
             for e in store.items(key):
                 self._index(Event("ADDED", key, e.obj["metadata"].get("namespace") or "",
                                   e.obj["metadata"]["name"], e.rv, e.obj, e.data, None))
@@ -141,7 +141,7 @@ class Api:
             raise not_found(rtype.plural, name, rtype.group)
         return entry
 
-    def list(
+    def list_entries(
         self,
         rtype: ResourceType,
         namespace: str | None,
@@ -400,7 +400,7 @@ class Api:
         self, rtype: ResourceType, namespace: str | None, label_selector: str, field_selector: str,
         opts: DeleteOptions,
     ) -> list[Entry]:
-        result = self.list(rtype, namespace, label_selector=label_selector, field_selector=field_selector)
+        result = self.list_entries(rtype, namespace, label_selector=label_selector, field_selector=field_selector)
         out = []
         for entry in result.entries:
             m = entry.obj["metadata"]

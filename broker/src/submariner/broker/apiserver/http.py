@@ -7,6 +7,7 @@ go), then calls `core.Api`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -103,9 +104,9 @@ class HttpApi:
     def authorize(self, user: UserInfo, attrs: Attributes) -> None:
         if "system:masters" in user.groups:
             return
-        allowed, _ = self.authorizer.authorize(user, attrs)
+        allowed, reason = self.authorizer.authorize(user, attrs)
         if not allowed:
-            raise ApiError(403, forbidden_message(user, attrs),
+            raise ApiError(403, forbidden_message(user, attrs, reason),
                            details={"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource})
 
     # ------------------------------------------------------------------ dispatch
@@ -265,7 +266,7 @@ class HttpApi:
             limit = int(query.get("limit") or 0)
         except ValueError as exc:
             raise bad_request(f"limit: invalid value {query.get('limit')!r}") from exc
-        result = self.api.list(rtype, route.namespace or None, label_selector=query.get("labelSelector", ""),
+        result = self.api.list_entries(rtype, route.namespace or None, label_selector=query.get("labelSelector", ""),
                                field_selector=query.get("fieldSelector", ""), limit=max(limit, 0),
                                continue_token=query.get("continue", ""))
         if _wants_table(request):
@@ -294,7 +295,8 @@ class HttpApi:
         matcher = api.matcher(query.get("labelSelector", ""), query.get("fieldSelector", ""))
         if route.name:
             name_matcher = api.matcher("", f"metadata.name={route.name}")
-            matcher = name_matcher if matcher is None else _both(matcher, name_matcher)
+            if name_matcher is not None:
+                matcher = name_matcher if matcher is None else _both(matcher, name_matcher)
         rv_text = query.get("resourceVersion", "")
         try:
             since = int(rv_text) if rv_text not in ("", "0") else None
@@ -305,8 +307,13 @@ class HttpApi:
         except ValueError as exc:
             raise bad_request("timeoutSeconds: invalid value") from exc
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-        recode = None
-        if rtype.from_crd:
+        recode: Callable[[dict[str, Any]], bytes] | None = None
+        if _wants_table(request):
+            include = query.get("includeObject", "Metadata")
+
+            def recode(obj: dict[str, Any]) -> bytes:
+                return orjson.dumps(render_table(rtype, [obj], include_object=include))
+        elif rtype.from_crd:
             version = rtype.api_version
 
             def recode(obj: dict[str, Any]) -> bytes:
@@ -316,7 +323,8 @@ class HttpApi:
         if since is None:
             for entry in api.store.items(rtype.key, route.namespace or None):
                 if matcher is None or matcher(entry.obj):
-                    watcher.push(encode_event("ADDED", api.encode(entry, rtype)))
+                    data = recode(entry.obj) if recode is not None else entry.data
+                    watcher.push(encode_event("ADDED", data))
             api.hub.subscribe(watcher, None)
         else:
             try:
@@ -366,10 +374,8 @@ class HttpApi:
             pass
         finally:
             api.hub.unsubscribe(watcher)
-        try:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
             await response.write_eof()
-        except (ConnectionResetError, RuntimeError):
-            pass
         return response
 
     def _bookmark(self, rtype: ResourceType) -> bytes:
@@ -390,6 +396,9 @@ def _wants_table(request: web.Request) -> bool:
 
 async def _read_body(request: web.Request, *, optional: bool = False, force_json: bool = False) -> Any:
     raw = await request.read()
+    if request.content_type == "application/vnd.kubernetes.protobuf":
+        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                            "application/json, application/yaml", reason="UnsupportedMediaType")
     if not raw.strip():
         if optional:
             return None

@@ -98,7 +98,7 @@ class Store:
             return len(bucket)
         return sum(1 for ns, _ in bucket if ns == namespace)
 
-    def keys(self) -> list[str]:
+    def resource_keys(self) -> list[str]:
         return [k for k, bucket in self._data.items() if bucket]
 
     def put(self, key: str, obj: Obj) -> Entry:
