@@ -1,0 +1,1 @@
+"""CoreDNS-compatible plugins: one module each, with `NAME`, `ONCE` and `setup(c)`."""
