@@ -21,6 +21,8 @@ from aiohttp import web
 from . import discovery
 from .core import PATCH_TYPES, Api, DeleteOptions
 from .errors import ApiError, bad_request, not_found
+from .protobuf import CONTENT_TYPE as PROTOBUF
+from .protobuf import decode_k8s_protobuf
 from .rbac import Attributes, Authorizer, UserInfo, forbidden_message, service_account_user
 from .resources import ResourceType
 from .store import Entry
@@ -396,9 +398,10 @@ def _wants_table(request: web.Request) -> bool:
 
 async def _read_body(request: web.Request, *, optional: bool = False, force_json: bool = False) -> Any:
     raw = await request.read()
-    if request.content_type == "application/vnd.kubernetes.protobuf":
-        raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                            "application/json, application/yaml", reason="UnsupportedMediaType")
+    if request.content_type == PROTOBUF:
+        if force_json:
+            raise ApiError(415, "patches must be JSON", reason="UnsupportedMediaType")
+        return decode_k8s_protobuf(raw)
     if not raw.strip():
         if optional:
             return None
