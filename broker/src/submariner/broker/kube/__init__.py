@@ -1,0 +1,72 @@
+"""The Kubernetes client seam: every daemon reaches an API server only through `ClientFactory`.
+
+`Cluster` is the real one, `fake.FakeCluster` the in-memory one for tests; `Informer` caches a resource
+type, `create_or_update` writes without churn.
+"""
+
+from submariner.broker.kube.apply import Operation, content_of, create_or_update, strip_metadata
+from submariner.broker.kube.client import (
+    CONFIGMAPS,
+    CRDS,
+    ENDPOINT_SLICES,
+    LEASES,
+    NAMESPACES,
+    SECRETS,
+    SERVICES,
+    AlreadyExists,
+    ClientFactory,
+    Cluster,
+    Conflict,
+    Expired,
+    Forbidden,
+    Invalid,
+    KubeError,
+    NotFound,
+    Obj,
+    ObjectKey,
+    ResourceClient,
+    Unavailable,
+    WatchEvent,
+    WatchStream,
+    deep_copy,
+    key_of,
+    label_selector_matches,
+    labels_of,
+    missing_namespace,
+)
+from submariner.broker.kube.informer import Informer
+
+__all__ = [
+    "CONFIGMAPS",
+    "CRDS",
+    "ENDPOINT_SLICES",
+    "LEASES",
+    "NAMESPACES",
+    "SECRETS",
+    "SERVICES",
+    "AlreadyExists",
+    "ClientFactory",
+    "Cluster",
+    "Conflict",
+    "Expired",
+    "Forbidden",
+    "Informer",
+    "Invalid",
+    "KubeError",
+    "NotFound",
+    "Obj",
+    "ObjectKey",
+    "Operation",
+    "ResourceClient",
+    "Unavailable",
+    "WatchEvent",
+    "WatchStream",
+    "content_of",
+    "create_or_update",
+    "deep_copy",
+    "key_of",
+    "label_selector_matches",
+    "labels_of",
+    "missing_namespace",
+    "strip_metadata",
+]
