@@ -309,23 +309,19 @@ class HttpApi:
         except ValueError as exc:
             raise bad_request("timeoutSeconds: invalid value") from exc
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-        recode: Callable[[dict[str, Any]], bytes] | None = None
+        render: Callable[[dict[str, Any]], bytes] | None = None
         if _wants_table(request):
             include = query.get("includeObject", "Metadata")
 
-            def recode(obj: dict[str, Any]) -> bytes:
+            def render(obj: dict[str, Any]) -> bytes:
                 return orjson.dumps(render_table(rtype, [obj], include_object=include))
-        elif rtype.from_crd:
-            version = rtype.api_version
 
-            def recode(obj: dict[str, Any]) -> bytes:
-                return orjson.dumps(obj if obj.get("apiVersion") == version else {**obj, "apiVersion": version})
-
-        watcher = Watcher(rtype.key, route.namespace or None, matcher, recode)
+        watcher = Watcher(rtype.key, route.namespace or None, matcher,
+                          api_version=rtype.api_version if rtype.from_crd else None, render=render)
         if since is None:
             for entry in api.store.items(rtype.key, route.namespace or None):
                 if matcher is None or matcher(entry.obj):
-                    data = recode(entry.obj) if recode is not None else entry.data
+                    data = render(entry.obj) if render is not None else api.encode(entry, rtype)
                     watcher.push(encode_event("ADDED", data))
             api.hub.subscribe(watcher, None)
         else:

@@ -1,8 +1,9 @@
 """Watch fan-out: a bounded history of committed events and the live watchers of each resource.
 
 An event is encoded once (`{"type":..,"object":..}`) and the same bytes go to every watcher that matches.
-A watcher only appends to a list and wakes its writer task, so a write costs little per watcher; under
-load the writer sends many events in one chunk.
+A watcher only appends to its buffer; the hub wakes all buffered watchers together a moment later
+(`flush_delay`), so a burst of writes costs one socket write per watcher instead of one per event.
+History keeps only encoded bytes (objects are decoded again only to replay a filtered watch).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from .errors import ApiError
 from .store import Event
@@ -32,22 +35,29 @@ class Watcher:
     key: str
     namespace: str | None
     matcher: Matcher | None
-    # Rewrites a stored object's bytes for this watch (another served version of a CRD); None = as stored.
-    recode: Callable[[dict[str, Any]], bytes] | None = None
+    # The apiVersion this watch serves (CRDs may serve several versions of one stored object); None = as stored.
+    api_version: str | None = None
+    # Renders an object for this watch (server-side tables for `kubectl get -w`); None = the object itself.
+    render: Callable[[dict[str, Any]], bytes] | None = None
     pending: list[bytes] = field(default_factory=list)
     pending_bytes: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    scheduled: bool = False
     overflowed: bool = False
     closed: bool = False
 
     def push(self, chunk: bytes) -> None:
+        """Buffer a chunk and wake the writer at once (for synthetic events before the watch starts)."""
+        self.buffer(chunk)
+        self.wakeup.set()
+
+    def buffer(self, chunk: bytes) -> None:
         if self.closed:
             return
         self.pending.append(chunk)
         self.pending_bytes += len(chunk)
         if self.pending_bytes > WatchHub.max_pending_bytes:
             self.overflowed = True
-        self.wakeup.set()
 
     def drain(self) -> bytes:
         chunk = b"".join(self.pending)
@@ -56,47 +66,94 @@ class Watcher:
         self.wakeup.clear()
         return chunk
 
+    @property
+    def plain(self) -> bool:
+        return self.matcher is None and self.render is None
+
+
+@dataclass(slots=True)
+class _Past:
+    """A retained event: bytes only; the previous state's bytes for selector transitions."""
+
+    type: str
+    key: str
+    namespace: str
+    rv: int
+    data: bytes
+    old_data: bytes | None
+
 
 class WatchHub:
     """Routes store events to watchers and replays history for `resourceVersion=N` watches."""
 
     max_pending_bytes = 64 * 1024 * 1024
 
-    def __init__(self, start_rv: int, history_size: int = 100_000) -> None:
-        self._history: deque[Event] = deque(maxlen=history_size)
+    def __init__(self, start_rv: int, history_size: int = 100_000, flush_delay: float = 0.002) -> None:
+        self._history: deque[_Past] = deque(maxlen=history_size)
         # Events at or below this resourceVersion can no longer be replayed.
         self.compacted_rv = start_rv
         self._watchers: dict[str, list[Watcher]] = {}
+        # The bytes of each object's latest event, so the next event can reference them as `old_data`.
+        self._latest: dict[tuple[str, str, str], bytes] = {}
+        self.flush_delay = flush_delay
+        self._dirty: list[Watcher] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def on_event(self, event: Event) -> None:
         history = self._history
         if len(history) == history.maxlen:
             self.compacted_rv = history[0].rv
-        history.append(event)
+        ident = (event.key, event.namespace, event.name)
+        old_data = self._latest.pop(ident, None) if event.type == "DELETED" else self._latest.get(ident)
+        if event.type != "DELETED":
+            self._latest[ident] = event.data
+        history.append(_Past(event.type, event.key, event.namespace, event.rv, event.data, old_data))
         watchers = self._watchers.get(event.key)
         if not watchers:
             return
         plain: bytes | None = None
+        versioned: dict[str, bytes] = {}
         for w in watchers:
-            if w.namespace is not None and w.namespace != event.namespace:
+            if w.closed or (w.namespace is not None and w.namespace != event.namespace):
                 continue
-            if w.matcher is None and w.recode is None:
-                if plain is None:
-                    plain = encode_event(event.type, event.data)
-                w.push(plain)
+            if w.plain:
+                if w.api_version is None or w.api_version == event.obj.get("apiVersion"):
+                    if plain is None:
+                        plain = encode_event(event.type, event.data)
+                    chunk: bytes | None = plain
+                else:
+                    chunk = versioned.get(w.api_version)
+                    if chunk is None:
+                        chunk = versioned[w.api_version] = encode_event(
+                            event.type, _as_version(event.obj, w.api_version))
             else:
-                chunk = self._filtered(w, event)
-                if chunk is not None:
-                    w.push(chunk)
+                chunk = self._filtered(w, event.type, event.obj, event.old, event.data)
+            if chunk is not None:
+                self._buffer(w, chunk)
+
+    def _buffer(self, w: Watcher, chunk: bytes) -> None:
+        w.buffer(chunk)
+        if not w.scheduled:
+            w.scheduled = True
+            self._dirty.append(w)
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for w in dirty:
+            w.scheduled = False
+            w.wakeup.set()
 
     @staticmethod
-    def _filtered(w: Watcher, event: Event) -> bytes | None:
+    def _filtered(w: Watcher, event_type: str, obj: dict[str, Any], old: dict[str, Any] | None,
+                  data: bytes) -> bytes | None:
         """Selector semantics: an object entering the selection is ADDED, one leaving it is DELETED."""
-        event_type = event.type
         if w.matcher is not None:
-            now = event.type != "DELETED" and w.matcher(event.obj)
-            before = event.old is not None and w.matcher(event.old)
-            if event.type == "DELETED":
+            now = event_type != "DELETED" and w.matcher(obj)
+            before = old is not None and w.matcher(old)
+            if event_type == "DELETED":
                 if not before:
                     return None
             elif now and not before:
@@ -105,7 +162,10 @@ class WatchHub:
                 event_type = "DELETED"
             elif not now:
                 return None
-        data = w.recode(event.obj) if w.recode is not None else event.data
+        if w.render is not None:
+            return encode_event(event_type, w.render(obj))
+        if w.api_version is not None and w.api_version != obj.get("apiVersion"):
+            return encode_event(event_type, _as_version(obj, w.api_version))
         return encode_event(event_type, data)
 
     def subscribe(self, watcher: Watcher, since_rv: int | None) -> None:
@@ -114,13 +174,17 @@ class WatchHub:
             if since_rv < self.compacted_rv:
                 raise ApiError(410, f"too old resource version: {since_rv} ({self.compacted_rv})",
                                reason="Expired")
-            for event in self._history:
-                if event.rv <= since_rv or event.key != watcher.key:
+            for past in self._history:
+                if past.rv <= since_rv or past.key != watcher.key:
                     continue
-                if watcher.namespace is not None and watcher.namespace != event.namespace:
+                if watcher.namespace is not None and watcher.namespace != past.namespace:
                     continue
-                chunk = self._filtered(watcher, event) if (watcher.matcher or watcher.recode) else \
-                    encode_event(event.type, event.data)
+                if watcher.plain and watcher.api_version is None:
+                    chunk: bytes | None = encode_event(past.type, past.data)
+                else:
+                    obj = orjson.loads(past.data)
+                    old = orjson.loads(past.old_data) if past.old_data is not None else None
+                    chunk = self._filtered(watcher, past.type, obj, old, past.data)
                 if chunk is not None:
                     watcher.push(chunk)
         self._watchers.setdefault(watcher.key, []).append(watcher)
@@ -137,10 +201,14 @@ class WatchHub:
             w.closed = True
             w.wakeup.set()
 
-    def watcher_count(self) -> int:
-        return sum(len(v) for v in self._watchers.values())
-
     def close_all(self) -> None:
         """End every watch (server shutdown)."""
         for key in list(self._watchers):
             self.close_key(key)
+
+    def watcher_count(self) -> int:
+        return sum(len(v) for v in self._watchers.values())
+
+
+def _as_version(obj: dict[str, Any], api_version: str) -> bytes:
+    return orjson.dumps({**obj, "apiVersion": api_version})
