@@ -8,14 +8,21 @@ CoreDNS's fixed `plugin.cfg` order (see `chain.ORDER`), never the Corefile order
 A handler returns a `Result`: either a written reply (`msg`), or just an rcode among SERVFAIL, REFUSED,
 FORMERR, NOTIMP for the server to write an empty reply with. `Result.cache` lets the server keep the
 rendered wire answer and serve later identical questions without running the chain, until the owning
-`CacheScope` is invalidated (the plugin's data changed).
+`CacheScope` is invalidated (the plugin's data changed). A plugin whose answer depends on anything but the
+question (client address, time, a query counter) must leave `cache` unset, and a wrapping plugin that changes
+an inner answer it cannot reproduce must clear it. Hits never run the chain: plugins that must see every query
+(log, prometheus) register a `FastPathObserver` with `Controller.add_observer`.
+
+A `Result` with no `msg` and an rcode outside `SERVER_WRITTEN` means "already handled": nothing is sent
+(CoreDNS's "return 0 without writing", used by `erratic` to drop queries).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import dns.flags
 import dns.message
@@ -41,6 +48,17 @@ class Directive:
 
     def error(self, message: str, line: int | None = None) -> SetupError:
         return SetupError(f"plugin/{self.name}: {self.file}:{line or self.line} - Error during parsing: {message}")
+
+    def arg_error(self, after: str | None = None, line: int | None = None) -> SetupError:
+        """Caddy's ArgErr: wrong argument count, naming the last token read (default: the last argument)."""
+        token = after if after is not None else (self.args[-1] if self.args else self.name)
+        return self.error(f"Wrong argument count or unexpected line ending after '{token}'", line)
+
+    def block_line(self, index: int) -> int:
+        """The file line of nested block line `index` (the directive's line when unknown)."""
+        if 0 <= index < len(self.block_line_numbers):
+            return self.block_line_numbers[index]
+        return self.line
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +109,28 @@ class Request:
     zone: str  # the server block zone that matched, lower-case FQDN
     max_size: int  # reply size limit the client accepts (512 / EDNS size / 65535)
     meta: dict[str, Any] = field(default_factory=dict)
+    # Called by the server with the final wire reply (b"" when nothing was sent); see `after_reply`.
+    hooks: list[ReplyHook] | None = None
+    start: float = 0.0  # time.perf_counter() when the query arrived
+
+    def after_reply(self, hook: ReplyHook) -> None:
+        """Run `hook(req, result, wire)` once the server has rendered (compressed, truncated) and sent the reply.
+
+        This is CoreDNS's response-writer wrapping for plugins that only observe (log, prometheus).
+        """
+        if self.hooks is None:
+            self.hooks = [hook]
+        else:
+            self.hooks.append(hook)
+
+    @property
+    def family(self) -> int:
+        """1 for an IPv4 client, 2 for IPv6 (the `family` metric label)."""
+        return 2 if ":" in self.remote[0] else 1
+
+    @property
+    def opcode(self) -> int:
+        return int(self.msg.opcode())
 
     @property
     def qname(self) -> dns.name.Name:
@@ -125,6 +165,86 @@ class Result:
 
 Handler = Callable[[Request], Awaitable[Result]]
 Wrapper = Callable[[Handler], Handler]
+ReplyHook = Callable[[Request, Result, bytes], None]
+Hook = Callable[[], Any]  # start-up / shutdown callable; may return an awaitable
+HttpHandler = Callable[[], "tuple[int, str, str]"]  # -> (status, body, content type)
+
+
+class AnswerInfo:
+    """Static facts about one cached answer, shared by all its hits (what observers need besides the bytes)."""
+
+    __slots__ = ("bufsize", "do", "local", "memo", "name", "opcode", "plugin", "qclass", "qtype", "rcode", "server",
+                 "zone")
+
+    def __init__(self, *, name: str, qtype: int, qclass: int, rcode: int, plugin: str, zone: str, server: str,
+                 do: bool, bufsize: int, opcode: int = 0, local: str = "") -> None:
+        self.name = name  # lower-case FQDN text
+        self.qtype = qtype
+        self.qclass = qclass
+        self.rcode = rcode
+        self.plugin = plugin
+        self.zone = zone
+        self.server = server
+        self.do = do
+        self.bufsize = bufsize
+        self.opcode = opcode
+        self.local = local  # the listener's address the query arrived on
+        self.memo: dict[Any, Any] = {}  # observers keep per-answer precomputed values here
+
+
+class Hit:
+    """One query answered from the wire cache, as seen by a `FastPathObserver`."""
+
+    __slots__ = ("info", "proto", "query", "remote", "reply", "start")
+
+    def __init__(self, info: AnswerInfo, query: bytes, reply: bytes | bytearray, remote: tuple[str, int],
+                 proto: str, start: float) -> None:
+        self.info = info
+        self.query = query
+        self.reply = reply
+        self.remote = remote
+        self.proto = proto
+        self.start = start
+
+    @property
+    def id(self) -> int:
+        return (self.query[0] << 8) | self.query[1]
+
+    @property
+    def family(self) -> int:
+        return 2 if ":" in self.remote[0] else 1
+
+
+class FastPathObserver(Protocol):
+    """Sees every cache hit, so per-query side effects (a log line, a metric) stay exact without the chain.
+
+    `on_hit` runs synchronously on the hot path: keep it cheap (memoise per answer in `hit.info.memo`).
+    """
+
+    def on_hit(self, hit: Hit) -> None: ...
+
+
+@dataclass(slots=True)
+class HttpRoute:
+    """An HTTP endpoint a plugin serves (health, ready, metrics); bound when its configuration starts."""
+
+    addr: str  # "host:port" as written in the Corefile, e.g. ":8080", "localhost:9153"
+    path: str
+    handler: HttpHandler
+    plugin: str
+
+
+@dataclass(slots=True)
+class BlockHooks:
+    """What the plugins of one server block registered at setup; the server wires it in when the block starts."""
+
+    observers: list[FastPathObserver] = field(default_factory=list)
+    ready: list[tuple[str, Callable[[], bool]]] = field(default_factory=list)
+    startup: list[Hook] = field(default_factory=list)
+    shutdown: list[Hook] = field(default_factory=list)
+    final_shutdown: list[Hook] = field(default_factory=list)
+    http: list[HttpRoute] = field(default_factory=list)
+    classes: set[str] = field(default_factory=set)  # extra query classes accepted ("CH" for chaos/forward)
 
 
 class Controller:
@@ -135,11 +255,36 @@ class Controller:
     """
 
     def __init__(self, directives: list[Directive], keys: list[ServerKey], server_label: str,
-                 process: Any) -> None:
+                 process: Any, *, block: BlockHooks | None = None, listen_host: str = "") -> None:
         self.directives = directives
         self.keys = keys
         self.server_label = server_label
         self.process = process
+        self.block = block if block is not None else BlockHooks()
+        self.listen_host = listen_host  # bind address of the listener ("" = all addresses)
+
+    def add_observer(self, observer: FastPathObserver) -> None:
+        """Have `observer.on_hit` called for every cached answer this block serves."""
+        self.block.observers.append(observer)
+
+    def register_ready(self, name: str, ready: Callable[[], bool]) -> None:
+        """A readiness provider, reported by `ready` when that plugin is enabled in this block."""
+        self.block.ready.append((name, ready))
+
+    def on_startup(self, hook: Hook) -> None:
+        """Run when this configuration starts serving (also after a reload); never start work in setup."""
+        self.block.startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        """Run when this configuration stops (reload or exit)."""
+        self.block.shutdown.append(hook)
+
+    def on_final_shutdown(self, hook: Hook) -> None:
+        """Run once when the process shuts down gracefully (SIGTERM), before the listeners close."""
+        self.block.final_shutdown.append(hook)
+
+    def add_http(self, addr: str, path: str, handler: HttpHandler, plugin: str) -> None:
+        self.block.http.append(HttpRoute(addr, path, handler, plugin))
 
     @property
     def zones(self) -> list[str]:
@@ -149,16 +294,30 @@ class Controller:
     def port(self) -> int:
         return self.keys[0].port
 
+    def directive(self) -> Directive:
+        """The first occurrence (for plugins that may appear once)."""
+        return self.directives[0]
+
 #: Rcodes a handler may return without writing; the server then writes an empty reply.
 SERVER_WRITTEN = frozenset({dns.rcode.SERVFAIL, dns.rcode.REFUSED, dns.rcode.FORMERR, dns.rcode.NOTIMP})
 
 
 def reply_for(req: Request, rcode: int = dns.rcode.NOERROR, *, authoritative: bool = True) -> dns.message.Message:
     """An empty reply to `req` (question echoed, ID/opcode/RD/CD copied), ready for records."""
-    reply = dns.message.make_response(req.msg, recursion_available=False)
-    reply.set_rcode(dns.rcode.Rcode(rcode))
+    # CoreDNS's SetReply, built directly (dnspython's make_response also builds an OPT we would drop: the server
+    # echoes the client's, spec §3).
+    query = req.msg
+    qflags = int(query.flags)
+    flags = 0x8000 | (qflags & 0x7800)  # QR, opcode
+    if qflags & 0x7800 == 0:  # QUERY: RD and CD copied
+        flags |= qflags & 0x0110
     if authoritative:
-        reply.flags |= dns.flags.AA
+        flags |= 0x0400
+    reply = dns.message.QueryMessage(id=query.id)
+    reply.flags = dns.flags.Flag(flags | (rcode & 0x0F))
+    reply.question = list(query.question)
+    if rcode > 0x0F:
+        reply.set_rcode(dns.rcode.Rcode(rcode))
     return reply
 
 
@@ -166,3 +325,104 @@ async def no_next(req: Request) -> Result:
     """What the end of a chain does: CoreDNS answers SERVFAIL with error "no next plugin found"."""
     return Result(dns.rcode.SERVFAIL, error="plugin/chain: no next plugin found")
 
+
+def no_next_after(name: str) -> Handler:
+    """`no_next` as seen from plugin `name` (CoreDNS's NextOrFailure names the plugin that had no next)."""
+    error = f"plugin/{name}: no next plugin found"
+
+    async def end_of_chain(req: Request) -> Result:
+        return Result(dns.rcode.SERVFAIL, error=error)
+
+    return end_of_chain
+
+
+
+#: EDNS0 option codes echoed from the query (CoreDNS SupportedOption): NSID, EXPIRE, COOKIE, TCP-KEEPALIVE,
+#: PADDING. Plugins that add their own option (rewrite's EDNS0_LOCAL) call `register_edns_option`.
+SUPPORTED_EDNS_OPTIONS: set[int] = {3, 9, 10, 11, 12}
+
+
+def register_edns_option(code: int) -> None:
+    SUPPORTED_EDNS_OPTIONS.add(code)
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.ParseDuration ("300ms", "1m30s", "2h"), in seconds; ValueError names the bad text."""
+    s = text
+    sign = 1.0
+    if s[:1] in ("+", "-"):
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = 0.0
+    pos = 0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None or m.group(1) in ("", "."):
+            if m is None and re.match(r"[0-9.]+$", s[pos:]):
+                raise ValueError(f'time: missing unit in duration "{text}"')
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def format_duration(seconds: float) -> str:
+    """Go's Duration.String(): "5m0s", "30s", "100ms", "1h0m0s", "0s"."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    neg = ns < 0
+    ns = abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("\u00b5s", 1_000), ("ns", 1)):
+            if ns >= size:
+                text = _trim(ns / size) + unit
+                break
+    else:
+        h, rem = divmod(ns, 3_600_000_000_000)
+        m, rem = divmod(rem, 60_000_000_000)
+        text = _trim(rem / 1e9) + "s"
+        if h or m:
+            text = f"{m}m" + text
+        if h:
+            text = f"{h}h" + text
+    return "-" + text if neg else text
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")
+
+
+def split_host_port(addr: str) -> tuple[str, int]:
+    """Go's net.SplitHostPort for listen addresses (":8080", "localhost:9153", "[::1]:8181")."""
+    if addr.startswith("["):
+        end = addr.find("]")
+        if end < 0:
+            raise ValueError(f"address {addr}: missing ']' in address")
+        host, rest = addr[1:end], addr[end + 1:]
+        if not rest.startswith(":"):
+            raise ValueError(f"address {addr}: missing port in address")
+        port_text = rest[1:]
+    else:
+        if ":" not in addr:
+            raise ValueError(f"address {addr}: missing port in address")
+        host, port_text = addr.rsplit(":", 1)
+        if ":" in host:
+            raise ValueError(f"address {addr}: too many colons in address")
+    if port_text.isdigit() and int(port_text) <= 65535:
+        return host, int(port_text)
+    import socket
+
+    try:
+        return host, socket.getservbyname(port_text, "tcp")
+    except OSError:
+        raise ValueError(f"address {addr}: unknown port") from None
