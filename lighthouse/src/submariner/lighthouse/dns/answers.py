@@ -307,13 +307,13 @@ class CacheEntry:
     __slots__ = ("exact", "expires", "gen", "idx", "info", "observers", "parts", "ring", "scope", "used")
 
     def __init__(self, wires: list[bytes], qend: int, scope: CacheScope, expires: float, exact: bytes | None,
-                 info: AnswerInfo, observers: tuple[FastPathObserver, ...]) -> None:
+                 info: AnswerInfo, observers: tuple[FastPathObserver, ...], generation: int | None = None) -> None:
         split = [(wire[2:12], wire[qend:]) for wire in wires]
         self.parts = split[0]
         self.ring: list[tuple[bytes, bytes]] | None = split if len(split) > 1 else None
         self.idx = 1 % len(split)
         self.scope = scope
-        self.gen = scope.generation
+        self.gen = scope.generation if generation is None else generation
         self.expires = expires
         self.exact = exact
         self.info = info
@@ -364,7 +364,7 @@ class AnswerCache:
         return b"".join((raw[:2], mid, raw[12:qend], tail)), entry
 
     def insert(self, raw: bytes, wires: Iterable[bytes], scope: CacheScope, max_age: float, info: AnswerInfo,
-               observers: tuple[FastPathObserver, ...]) -> bool:
+               observers: tuple[FastPathObserver, ...], generation: int | None = None) -> bool:
         """Store the replies sent for query `raw` (first = the one just sent); False when not cacheable."""
         found = cache_key(raw)
         if found is None or max_age <= 0:
@@ -385,7 +385,8 @@ class AnswerCache:
         entries = self.entries
         if key not in entries and len(entries) >= self.max_entries:
             self._evict()
-        entries[key] = CacheEntry(wire_list, qend, scope, time.monotonic() + max_age, exact, info, observers)
+        entries[key] = CacheEntry(wire_list, qend, scope, time.monotonic() + max_age, exact, info, observers,
+                                  generation)
         self.inserts += 1
         return True
 

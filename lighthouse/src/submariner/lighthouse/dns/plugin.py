@@ -94,6 +94,13 @@ class CachePolicy:
     scope: CacheScope
     max_age: float = 3600.0
     variants: list[dns.message.Message] | None = None
+    # The scope's generation when the answer was computed: a change that lands between computing and
+    # storing the answer (informers run on other threads) must make it stale, not fresh.
+    generation: int = -1
+
+    def __post_init__(self) -> None:
+        if self.generation < 0:
+            self.generation = self.scope.generation
 
 
 @dataclass(slots=True)

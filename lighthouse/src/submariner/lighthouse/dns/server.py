@@ -327,7 +327,7 @@ class DnsServer:
         info = AnswerInfo(name=req.name_lower, qtype=req.qtype, qclass=req.qclass, rcode=rcode,
                           plugin=result.plugin, zone=req.zone, server=req.server, do=req.do,
                           bufsize=req.max_size, opcode=req.opcode, local=req.local[0])
-        cache.insert(req.wire, wires, policy.scope, policy.max_age, info, block.observers)
+        cache.insert(req.wire, wires, policy.scope, policy.max_age, info, block.observers, policy.generation)
 
     def _empty(self, query: dns.message.Message, rcode: int, echo: Echo) -> bytes:
         question = b""
