@@ -118,6 +118,8 @@ class Balancer:
             if msg is None or msg.rcode() != 0 or req.qtype in _XFR or not msg.question:
                 return result
             policy = result.cache
+            if self.weights is None and not self.prefer and self.span(msg) < 2:
+                return result  # nothing to reorder: keep the inner reply (and its fast paths) untouched
             if self.weights is not None or policy is None:
                 result.msg = self.reorder(msg, random.randrange(1 << 16))
                 result.cache = None if self.weights is not None else policy
@@ -127,7 +129,7 @@ class Balancer:
             start = random.randrange(1 << 16)
             rotated = [self.reorder(bases[j % len(bases)], start + j) for j in range(count)]
             result.msg = rotated[0]
-            result.cache = CachePolicy(policy.scope, policy.max_age, rotated[1:] or None)
+            result.cache = CachePolicy(policy.scope, policy.max_age, rotated[1:] or None, policy.generation)
             return result
 
         return serve

@@ -689,7 +689,7 @@ class Rewrite:
                 policy = None
             elif policy.variants:
                 policy = CachePolicy(policy.scope, policy.max_age,
-                                     [revert(v, q, response, echo) for v in policy.variants])
+                                     [revert(v, q, response, echo) for v in policy.variants], policy.generation)
         return Result(inner.rcode, msg, plugin=inner.plugin, cache=policy, error=inner.error)
 
     @staticmethod
