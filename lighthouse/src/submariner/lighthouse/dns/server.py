@@ -491,6 +491,10 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
                     udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                     tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if port != 0:
+                    # As CoreDNS: lets a block bound to one address share a port with an all-addresses block.
+                    for sock in (udp, tcp):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                     with contextlib.suppress(OSError):
                         udp.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
