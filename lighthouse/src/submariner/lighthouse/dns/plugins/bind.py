@@ -23,5 +23,6 @@ def setup(c: Controller) -> Wrapper | None:
             try:
                 ipaddress.ip_address(arg)
             except ValueError:
-                raise d.error(f"bind address {arg!r} is not an IP address (interface names are not supported)")
+                raise d.error(f"bind address {arg!r} is not an IP address (interface names are not supported)"
+                              ) from None
     return None
