@@ -332,3 +332,17 @@ def test_discovery(api_server: RunningServer) -> None:
     resources = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
     assert resources["services"].short_names == ["svc"] and resources["services"].namespaced
     assert not resources["nodes"].namespaced and "watch" in resources["pods"].verbs
+
+
+def test_watch_bookmarks_when_asked(api_server: RunningServer) -> None:
+    core = client.CoreV1Api(api_server.api_client())
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="bm")))
+    events = _raw_watch(api_server, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+                                    "&allowWatchBookmarks=true&timeoutSeconds=1")
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    bookmark = events[-1]["object"]
+    assert bookmark["kind"] == "ConfigMap" and int(bookmark["metadata"]["resourceVersion"]) >= int(rv) + 1
+    plain = _raw_watch(api_server, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+                                   "&timeoutSeconds=1")
+    assert [e["type"] for e in plain] == ["ADDED"]
