@@ -165,3 +165,19 @@ def test_kubectl_rejects_bad_yaml_and_changes_nothing(api_server: RunningServer)
                      input="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n")
     assert invalid_name.returncode != 0 and "Invalid" in invalid_name.stderr
     assert "No resources found" in k("get", "configmaps").stderr
+
+
+def test_kubectl_scale_wait_and_defaults(api_server: RunningServer) -> None:
+    k = api_server.kubectl
+    k("create", "namespace", "sample")  # a protobuf body from kubectl's generator
+    k("apply", "-f", "-", input=DEPLOYMENT)
+    assert "scaled" in k("scale", "deploy", "whereami", "-n", "sample", "--replicas=4").stdout
+    # `kubectl wait` streams the initial state (sendInitialEvents) and needs the end-of-initial-events bookmark.
+    waited = k("wait", "-n", "sample", "deploy/whereami", "--for=jsonpath={.spec.replicas}=4", "--timeout=15s")
+    assert "condition met" in waited.stdout
+    dep = yaml.safe_load(k("get", "deploy", "whereami", "-n", "sample", "-o", "yaml").stdout)
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate" and dep["spec"]["revisionHistoryLimit"] == 10
+    pod_spec = dep["spec"]["template"]["spec"]
+    assert pod_spec["restartPolicy"] == "Always" and pod_spec["containers"][0]["imagePullPolicy"] == "Always"
+    bad = k("scale", "deploy", "whereami", "-n", "sample", "--replicas=-1", check=False)
+    assert bad.returncode != 0

@@ -99,6 +99,7 @@ def _index_token(ctx: Context, event: Event) -> None:
 
 def admit_create(api: Api, rtype: ResourceType, obj: Obj, *, dry_run: bool) -> None:
     key = rtype.key
+    _apply_defaults(key, obj)
     if key == "services":
         _service_defaults(obj)
         _allocate_service(api.adm, obj, None, dry_run=dry_run)
@@ -122,6 +123,7 @@ def admit_create(api: Api, rtype: ResourceType, obj: Obj, *, dry_run: bool) -> N
 
 def admit_update(api: Api, rtype: ResourceType, old: Obj, new: Obj, *, dry_run: bool) -> None:
     key = rtype.key
+    _apply_defaults(key, new)
     if key == "services":
         _service_defaults(new)
         _allocate_service(api.adm, new, old, dry_run=dry_run)
@@ -139,6 +141,59 @@ def admit_update(api: Api, rtype: ResourceType, old: Obj, new: Obj, *, dry_run: 
     elif key == CRD_KEY:
         _check_crd(api, new)
         new["status"] = _crd_status(new)
+
+
+_WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "apps/deployments": {
+        "replicas": 1, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
+    },
+    "apps/statefulsets": {
+        "replicas": 1, "revisionHistoryLimit": 10, "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+    },
+    "apps/daemonsets": {
+        "revisionHistoryLimit": 10,
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+    },
+}
+
+
+def _apply_defaults(key: str, obj: Obj) -> None:
+    """The defaults kube-apiserver fills in that controllers and `kubectl rollout` rely on."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if key == "pods":
+        _pod_spec_defaults(spec)
+        return
+    defaults = _WORKLOAD_DEFAULTS.get(key)
+    if defaults is None:
+        return
+    for field_name, value in defaults.items():
+        if field_name not in spec:
+            spec[field_name] = copy.deepcopy(value)
+    template = spec.get("template")
+    if isinstance(template, dict) and isinstance(template.get("spec"), dict):
+        _pod_spec_defaults(template["spec"])
+
+
+def _pod_spec_defaults(spec: dict[str, Any]) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("schedulerName", "default-scheduler")
+    for container in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]:
+        if not isinstance(container, dict):
+            continue
+        image = str(container.get("image") or "")
+        tag = image.rsplit("/", 1)[-1].partition(":")[2] if "@" not in image else "digest"
+        container.setdefault("imagePullPolicy", "Always" if tag in ("", "latest") else "IfNotPresent")
+        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        container.setdefault("terminationMessagePolicy", "File")
+        for port in container.get("ports") or ():
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
 
 
 def _service_defaults(obj: Obj) -> None:

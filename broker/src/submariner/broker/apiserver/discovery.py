@@ -43,6 +43,10 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
         if t.has_status:
             resources.append({"name": f"{t.plural}/status", "singularName": "", "namespaced": t.namespaced,
                               "kind": t.kind, "verbs": ["get", "patch", "update"]})
+        if t.key in ("apps/deployments", "apps/statefulsets"):
+            resources.append({"name": f"{t.plural}/scale", "singularName": "", "namespaced": t.namespaced,
+                              "group": "autoscaling", "version": "v1", "kind": "Scale",
+                              "verbs": ["get", "patch", "update"]})
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -21,12 +21,13 @@ from aiohttp import web
 from . import discovery
 from .core import PATCH_TYPES, Api, DeleteOptions
 from .errors import ApiError, bad_request, not_found
+from .patch import apply_json_patch, apply_merge_patch
 from .protobuf import CONTENT_TYPE as PROTOBUF
 from .protobuf import decode_k8s_protobuf
 from .rbac import Attributes, Authorizer, UserInfo, forbidden_message, service_account_user
 from .resources import ResourceType
 from .store import Entry
-from .tables import render_table
+from .tables import label_selector_string, render_table
 from .watch import Watcher, encode_event
 
 log = logging.getLogger("submariner.broker.apiserver")
@@ -194,7 +195,8 @@ class HttpApi:
         method = request.method
         query = request.rel_url.query
         rtype = route.rtype
-        if route.subresource and route.subresource != "status":
+        if route.subresource and route.subresource != "status" and not (
+                route.subresource == "scale" and rtype.key in SCALABLE):
             raise not_found(f"{rtype.plural}/{route.subresource}", route.name, rtype.group)
         if route.subresource == "status" and not rtype.has_status:
             raise not_found(f"{rtype.plural}/status", route.name, rtype.group)
@@ -221,6 +223,8 @@ class HttpApi:
             raise ApiError(404, f"{rtype.plural} is not namespaced")
         api = self.api
         dry_run = "dryRun" in query
+        if route.subresource == "scale":
+            return await self._scale(request, verb, rtype, route)
         if verb == "get":
             entry = api.get(rtype, route.namespace, route.name)
             if _wants_table(request):
@@ -261,6 +265,36 @@ class HttpApi:
         entries = api.delete_collection(rtype, route.namespace or None, query.get("labelSelector", ""),
                                         query.get("fieldSelector", ""), opts)
         return self._list_response(rtype, entries, api.store.rv, "", None)
+
+    async def _scale(self, request: web.Request, verb: str, rtype: ResourceType, route: Route) -> web.Response:
+        """The `scale` subresource (`kubectl scale`): an autoscaling/v1 Scale view of spec.replicas."""
+        api = self.api
+        if verb == "get":
+            return _json(_scale_of(api.get(rtype, route.namespace, route.name).obj))
+        if verb not in ("update", "patch"):
+            raise ApiError(405, f"{verb} is not allowed on the scale subresource")
+        body = await _read_body(request, force_json=verb == "patch")
+        current = _scale_of(api.get(rtype, route.namespace, route.name).obj)
+        if verb == "patch":
+            patch_type = PATCH_TYPES.get(request.content_type)
+            if patch_type == "json":
+                wanted = apply_json_patch(current, body)
+            elif patch_type in ("merge", "strategic"):
+                wanted = apply_merge_patch(current, body)
+            else:
+                raise ApiError(415, f"unsupported patch type {request.content_type!r}", reason="UnsupportedMediaType")
+        else:
+            wanted = body
+        replicas = (wanted.get("spec") or {}).get("replicas") if isinstance(wanted, dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ApiError(422, f'Scale "{route.name}" is invalid: spec.replicas: Invalid value: {replicas!r}: '
+                                "must be greater than or equal to 0")
+        change: dict[str, Any] = {"spec": {"replicas": replicas}}
+        rv = (wanted.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            change["metadata"] = {"resourceVersion": rv}
+        entry = api.patch(rtype, route.namespace, route.name, "merge", change, dry_run="dryRun" in request.query)
+        return _json(_scale_of(entry.obj))
 
     def _list(self, request: web.Request, rtype: ResourceType, route: Route) -> web.Response:
         query = request.rel_url.query
@@ -304,6 +338,11 @@ class HttpApi:
             since = int(rv_text) if rv_text not in ("", "0") else None
         except ValueError as exc:
             raise bad_request(f"resourceVersion: invalid value {rv_text!r}") from exc
+        # Streaming lists (kubectl wait/rollout): the current state as ADDED events, then a bookmark that
+        # marks the end of the initial events. Our state is always the newest, which satisfies NotOlderThan.
+        initial_events = query.get("sendInitialEvents") == "true"
+        if initial_events:
+            since = None
         try:
             timeout = float(query.get("timeoutSeconds") or 1800)
         except ValueError as exc:
@@ -323,6 +362,8 @@ class HttpApi:
                 if matcher is None or matcher(entry.obj):
                     data = render(entry.obj) if render is not None else api.encode(entry, rtype)
                     watcher.push(encode_event("ADDED", data))
+            if initial_events:
+                watcher.push(self._bookmark(rtype, initial_events_end=True))
             api.hub.subscribe(watcher, None)
         else:
             try:
@@ -376,15 +417,33 @@ class HttpApi:
             await response.write_eof()
         return response
 
-    def _bookmark(self, rtype: ResourceType) -> bytes:
-        obj = {"kind": rtype.kind, "apiVersion": rtype.api_version,
-               "metadata": {"resourceVersion": str(self.api.store.rv)}}
+    def _bookmark(self, rtype: ResourceType, *, initial_events_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(self.api.store.rv)}
+        if initial_events_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": meta}
         return encode_event("BOOKMARK", orjson.dumps(obj))
 
 
 def _both(a: Callable[[dict[str, Any]], bool], b: Callable[[dict[str, Any]], bool]) -> Callable[
         [dict[str, Any]], bool]:
     return lambda obj: a(obj) and b(obj)
+
+
+SCALABLE = frozenset({"apps/deployments", "apps/statefulsets"})
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                     if k in meta},
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                   "selector": label_selector_string((obj.get("spec") or {}).get("selector"))},
+    }
 
 
 def _wants_table(request: web.Request) -> bool:
