@@ -94,9 +94,9 @@ class HttpApi:
     # ------------------------------------------------------------------ authentication / authorization
 
     def authenticate(self, request: web.Request) -> UserInfo:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            token = header[7:].strip()
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            token = token.strip()
             if token in self.admin_tokens:
                 return ADMIN
             sa = self.api.adm.tokens.get(token)
