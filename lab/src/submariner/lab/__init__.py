@@ -1,4 +1,2 @@
-"""sublab: Kubernetes clusters made of network namespaces.
-
-Not implemented yet: the distribution exists so the monorepo layout is fixed; see issue #5.
-"""
+"""sublab: Kubernetes clusters made of Linux network namespaces (nodes, pods, Services, kube-proxy rules,
+cluster DNS), so the walkthrough runs on one machine without Docker. Command: `sublab` (`cli.main`)."""

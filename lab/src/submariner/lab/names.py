@@ -10,12 +10,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = Path("/var/lib/sublab")
 UNDERLAY = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmarking range: never routed anywhere else
 INSTANCE_SUBNET_PREFIX = 20  # each instance gets a /20 of the underlay (4094 addresses)
+NETNS_ANNOTATION = "lab.submariner.io/netns"  # on a Pod: the network namespace the kubelet made for it
+
+# What may follow `<cluster prefix>` in a namespace of that cluster: a kind node name's role part, or a pod.
+_NODE_ROLE = re.compile(r"^(control-plane|worker)\d*$")
+_POD_SUFFIX = re.compile(r"^pod-[0-9a-f]{8}$")
 
 
 def _short(text: str, n: int = 6) -> str:
@@ -81,6 +87,24 @@ class Instance:
     def pod_netns(self, cluster: str, pod_uid: str) -> str:
         return f"{self.cluster_prefix(cluster)}pod-{pod_uid[:8]}"
 
+    def owns_netns(self, cluster: str, netns: str) -> bool:
+        """Whether `netns` is one of `cluster`'s namespaces (a node or a pod), judged by name alone.
+
+        A prefix test is not enough: cluster `broker`'s prefix `sl-broker-` is also the start of cluster
+        `broker-globalnet`'s namespaces, and deleting one must never touch the other.
+        """
+        prefix = self.cluster_prefix(cluster)
+        if not netns.startswith(prefix):
+            return False
+        rest = netns[len(prefix):]
+        if _POD_SUFFIX.match(rest):
+            return True
+        return rest.startswith(f"{cluster}-") and bool(_NODE_ROLE.match(rest[len(cluster) + 1:]))
+
+    def owns_any_netns(self, netns: str) -> bool:
+        """Whether `netns` belongs to this instance at all (its underlay or any cluster's node or pod)."""
+        return netns.startswith(f"{self.prefix}-")
+
     def veth(self, kind: str, owner: str) -> str:
         """A host-side veth name: `<prefix-ish><kind><hash>` within 15 characters (kind: u=underlay, p=pod)."""
         return f"{self.prefix[:4]}{kind}{_short(owner, 8)}"[:15]
@@ -90,6 +114,15 @@ class Instance:
 
     def cluster_dir(self, cluster: str) -> Path:
         return self.home / "clusters" / cluster
+
+    @property
+    def clusters_dir(self) -> Path:
+        return self.home / "clusters"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The lab's own kubeconfig with every cluster's `lab-<name>` context (`sublab kubeconfig`)."""
+        return self.home / "kubeconfig"
 
     def netns_etc(self, netns: str) -> Path:
         """`ip netns exec` bind-mounts files from here over /etc (resolv.conf, hosts)."""

@@ -575,13 +575,36 @@ class Cluster:
 
     @classmethod
     def in_cluster(cls) -> Cluster:
-        """The pod's service account (token re-read when it rotates)."""
-        from kubernetes import config
-        from kubernetes.client import Configuration
+        """The pod's service account (token re-read when it rotates).
 
-        cfg = Configuration()
-        load: Any = config.load_incluster_config
-        load(client_configuration=cfg)
+        `$SUBMARINER_SERVICEACCOUNT_DIR` replaces the fixed /var/run/secrets/kubernetes.io/serviceaccount:
+        lab pods are processes, not containers, so their token and CA live in a per-pod directory. The
+        token is sent as `Bearer <token>`: the official loader's lowercase `bearer` is refused by servers
+        that match the scheme case-sensitively.
+        """
+        import os
+
+        from kubernetes.client import Configuration
+        from kubernetes.config import incluster_config
+
+        sa_dir = os.environ.get("SUBMARINER_SERVICEACCOUNT_DIR")
+        token_path = os.path.join(sa_dir, "token") if sa_dir else incluster_config.SERVICE_TOKEN_FILENAME
+        cert_path = os.path.join(sa_dir, "ca.crt") if sa_dir else incluster_config.SERVICE_CERT_FILENAME
+        cfg: Any = Configuration()
+        make: Any = incluster_config.InClusterConfigLoader
+        make(token_filename=token_path, cert_filename=cert_path).load_and_set(cfg)  # host, CA, checks
+        cached: dict[str, Any] = {"token": "", "read_at": 0.0}
+
+        def refresh(conf: Any) -> None:
+            now = time.monotonic()
+            if not cached["token"] or now - float(cached["read_at"]) > 60:
+                with open(token_path) as f:
+                    cached["token"], cached["read_at"] = f.read().strip(), now
+            conf.api_key["BearerToken"] = cached["token"]
+            conf.api_key_prefix["BearerToken"] = "Bearer"
+
+        refresh(cfg)
+        cfg.refresh_api_key_hook = refresh
         return cls(cfg, name="in-cluster")
 
     @classmethod
