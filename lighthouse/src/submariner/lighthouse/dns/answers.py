@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import dns.edns
 import dns.flags
@@ -21,7 +22,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from submariner.lighthouse.dns.plugin import AnswerInfo, CacheScope, FastPathObserver
+from submariner.lighthouse.dns.plugin import AnswerInfo, CacheScope, HitCounter, ScopeToken, Tally
 
 _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1, AN=NS=AR=0
 _COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QD=1, AR=1 (the OPT)
@@ -301,107 +302,230 @@ def case_sensitive(reply: bytes, qend: int, lowered_name: bytes) -> bool:
 
 
 class CacheEntry:
-    """One cached answer: each reply split around the question name (header tail, everything after the name),
-    so a hit is one join of the query's ID, those bytes and the query's own spelling of the name."""
+    """One cached answer: each reply as one bytes object, everything after the 2-byte ID, with the question name
+    spelled as the key spells it (lower case, or the exact spelling of a case-sensitive answer). A hit from a
+    query spelled that way is `query[:2] + body`; another spelling is patched in (`AnswerCache.lookup`).
 
-    __slots__ = ("exact", "expires", "gen", "idx", "info", "observers", "parts", "ring", "scope", "used")
+    Hits are counted here, and nowhere else on the hot path: `hits` (all), `hits6` (from IPv6 clients). The
+    cache folds `hits - folded` into the block's `HitCounter`s when it is scraped and when the entry leaves.
+    """
 
-    def __init__(self, wires: list[bytes], qend: int, scope: CacheScope, expires: float, exact: bytes | None,
-                 info: AnswerInfo, observers: tuple[FastPathObserver, ...], generation: int | None = None) -> None:
-        split = [(wire[2:12], wire[qend:]) for wire in wires]
-        self.parts = split[0]
-        self.ring: list[tuple[bytes, bytes]] | None = split if len(split) > 1 else None
-        self.idx = 1 % len(split)
-        self.scope = scope
-        self.gen = scope.generation if generation is None else generation
+    __slots__ = ("body", "exact", "expires", "folded", "folded6", "hits", "hits6", "info", "memo", "ring", "seen",
+                 "tags", "token")
+
+    def __init__(self, bodies: list[bytes], token: ScopeToken, expires: float, exact: bool, info: AnswerInfo,
+                 tags: tuple[tuple[HitCounter, Sequence[Any]], ...] | None = None) -> None:
+        self.body = bodies[0]
+        self.ring: tuple[bytes, ...] | None = tuple(bodies) if len(bodies) > 1 else None
+        self.token = token
         self.expires = expires
-        self.exact = exact
+        self.exact = exact  # served only to queries spelling the name exactly as the key does
         self.info = info
-        self.observers = observers
-        self.used = False
+        self.tags = tags
+        self.hits = 0  # hit h is served reply h % len(ring): the miss sent reply 0
+        self.hits6 = 0
+        self.folded = 0
+        self.folded6 = 0
+        self.seen = 0  # `hits` when the eviction clock last passed (second chance)
+        self.memo: dict[Any, Any] | None = None  # for HitObservers (log keeps its line template here)
 
-    def next_parts(self) -> tuple[bytes, bytes]:
-        """The next reply in turn (variants rotate: the first was already sent by the miss)."""
-        ring = self.ring
-        if ring is None:
-            return self.parts
-        i = self.idx
-        self.idx = (i + 1) % len(ring)
-        return ring[i]
+    def bodies(self) -> tuple[bytes, ...]:
+        return self.ring if self.ring is not None else (self.body,)
+
+    def size(self, key: bytes) -> int:
+        """What the entry costs, roughly, for the cache's byte bound."""
+        return ENTRY_OVERHEAD + len(key) + sum(len(b) for b in self.bodies())
+
+
+#: Bytes an entry costs besides its key and replies (the entry object, the dict slot, the hit counters).
+ENTRY_OVERHEAD = 240
+
+
+def _served(hits: int, j: int, k: int) -> int:
+    """How many of hits 1..`hits` were served reply j of k (hit h is served reply h % k)."""
+    return hits // k if j == 0 else (hits + k - j) // k
 
 
 class AnswerCache:
-    """Pre-rendered replies by `cache_key`, bounded, with second-chance (CLOCK) eviction and lazy invalidation."""
+    """Pre-rendered replies by query key, bounded by entries and bytes, with second-chance (CLOCK) eviction and
+    lazy invalidation (a dead `ScopeToken`).
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    The server's UDP reader inlines the raw-key half of `lookup`; everything else goes through `lookup`. The
+    server also adds the time it spent on hits (`hit_time`, `hit_count`), measured per batch of datagrams.
+    """
+
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = 64 << 20, proto: str = "udp") -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.proto = proto
         self.entries: dict[bytes, CacheEntry] = {}
+        self.bytes = 0
         self.inserts = 0
         self.evictions = 0
+        self.hit_time = 0.0
+        self.hit_count = 0
+        self._window = (0.0, 0)  # (hit_time, hit_count) at the last `fold_all`
+        self._per_hit = 0.0
+        self._tally = Tally()
+        self.on_error: Callable[[str], None] | None = None  # where a failing HitCounter is reported
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def lookup(self, raw: bytes) -> tuple[bytes, CacheEntry] | None:
-        """The reply for `raw` (ID and question case patched) and its entry; None on a miss.
-
-        The server inlines this logic on its UDP hot path; this is the readable reference and the TCP path.
-        """
-        found = cache_key(raw)
-        if found is None:
-            return None
-        key, qend = found
-        entry = self.entries.get(key)
+    def lookup(self, raw: bytes, v6: bool = False) -> tuple[bytes, CacheEntry] | None:
+        """The reply for `raw` (ID and question case patched) and its entry, counted as a hit; None on a miss."""
+        entries = self.entries
+        key = raw[2:]
+        entry = entries.get(key)
+        qend = 0
         if entry is None:
+            found = cache_key(raw)
+            if found is None:
+                return None
+            key, qend = found
+            entry = entries.get(key)
+            if entry is None or entry.exact:
+                return None
+        if not entry.token.live or entry.expires < time.monotonic():
+            self.drop(key)
             return None
-        if entry.gen != entry.scope.generation or entry.expires < time.monotonic():
-            del self.entries[key]
-            return None
-        if entry.exact is not None and raw[12:qend] != entry.exact:
-            return None
-        mid, tail = entry.next_parts()
-        entry.used = True
-        return b"".join((raw[:2], mid, raw[12:qend], tail)), entry
+        h = entry.hits + 1
+        entry.hits = h
+        if v6:
+            entry.hits6 += 1
+        ring = entry.ring
+        body = entry.body if ring is None else ring[h % len(ring)]
+        if qend:
+            return raw[:2] + body[:10] + raw[12:qend] + body[qend - 2:], entry
+        return raw[:2] + body, entry
 
     def insert(self, raw: bytes, wires: Iterable[bytes], scope: CacheScope, max_age: float, info: AnswerInfo,
-               observers: tuple[FastPathObserver, ...], generation: int | None = None) -> bool:
-        """Store the replies sent for query `raw` (first = the one just sent); False when not cacheable."""
+               generation: int | None = None, tags: Mapping[Any, Sequence[Any]] | None = None) -> bool:
+        """Store the replies sent for query `raw` (first = the one just sent); False when not cacheable.
+
+        `generation` is the scope's generation when the answer was computed: if the scope changed since, the
+        answer is already stale and is not stored.
+        """
         found = cache_key(raw)
         if found is None or max_age <= 0:
+            return False
+        if generation is not None and generation != scope.generation:
             return False
         key, qend = found
         if plain_name_end(raw, 12) != qend:
             return False
-        lowered = raw[12:qend].lower()
+        name = raw[12:qend]
+        lowered = name.lower()
         wire_list = list(wires)
-        exact: bytes | None = None
+        exact = False
         for wire in wire_list:
             if len(wire) < qend + 4 or wire[12:qend].lower() != lowered or wire[qend:qend + 4] != raw[qend:qend + 4]:
                 return False  # the reply's question is not the query's: cannot patch
             if wire[4:6] != b"\x00\x01":
                 return False
-            if exact is None and case_sensitive(wire, qend + 4, lowered):
-                exact = raw[12:qend]
+            if not exact and case_sensitive(wire, qend + 4, lowered):
+                exact = True
+        spelled = lowered
+        if exact and name != lowered:  # kept under the query's own spelling, served to that spelling only
+            key = raw[2:]
+            spelled = name
+        bodies = [wire[2:12] + spelled + wire[qend:] for wire in wire_list]
+        selected: tuple[tuple[HitCounter, Sequence[Any]], ...] | None = None
+        if tags and info.counters:
+            selected = tuple((c, tags[c]) for c in info.counters if tags.get(c)) or None
+        entry = CacheEntry(bodies, scope.token, time.monotonic() + max_age, exact, info, selected)
         entries = self.entries
-        if key not in entries and len(entries) >= self.max_entries:
+        if key in entries:
+            self.drop(key)
+        size = entry.size(key)
+        while entries and (len(entries) >= self.max_entries or self.bytes + size > self.max_bytes):
             self._evict()
-        entries[key] = CacheEntry(wire_list, qend, scope, time.monotonic() + max_age, exact, info, observers,
-                                  generation)
+        entries[key] = entry
+        self.bytes += size
         self.inserts += 1
         return True
 
+    def drop(self, key: bytes) -> None:
+        """Remove an entry, folding its hits first."""
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            if entry.hits != entry.folded:
+                self.fold(key, entry)
+            self.bytes -= entry.size(key)
+
     def _evict(self) -> None:
-        """Second chance: entries hit since they were last looked at go to the back, the first cold one goes."""
+        """Second chance: entries hit since the clock last passed go to the back, the first cold one goes."""
         entries = self.entries
         for _ in range(len(entries) + 1):
             key = next(iter(entries))
-            entry = entries.pop(key)
-            if entry.used and entry.gen == entry.scope.generation:
-                entry.used = False
+            entry = entries[key]
+            if entry.hits != entry.seen and entry.token.live:
+                entry.seen = entry.hits
+                del entries[key]
                 entries[key] = entry
                 continue
+            self.drop(key)
             self.evictions += 1
             return
 
     def clear(self) -> None:
+        self.fold_all()
         self.entries.clear()
+        self.bytes = 0
+
+    # -- lazy metrics ---------------------------------------------------------------------------------------
+    def fold(self, key: bytes, entry: CacheEntry) -> None:
+        """Hand the entry's hits since its last fold to its block's HitCounters (see `plugin.Tally`)."""
+        hits, folded = entry.hits, entry.folded
+        entry.folded = hits
+        v6 = entry.hits6 - entry.folded6
+        entry.folded6 = entry.hits6
+        counters = entry.info.counters
+        if not counters or hits == folded:
+            return
+        t = self._tally
+        ring = entry.ring
+        if ring is None:
+            t.counts = [hits - folded]
+            t.sizes = (len(entry.body) + 2,)
+        else:
+            k = len(ring)
+            t.counts = [_served(hits, j, k) - _served(folded, j, k) for j in range(k)]
+            t.sizes = tuple(len(b) + 2 for b in ring)
+        t.info = entry.info
+        t.proto = self.proto
+        t.total = hits - folded
+        t.v6 = v6
+        t.query_size = len(key) + 2
+        t.seconds = t.total * self._average()
+        tags = dict(entry.tags) if entry.tags else None
+        for counter in counters:
+            t.tags = tags.get(counter) if tags else None
+            try:
+                counter.fold(t)
+            except Exception as exc:  # a metric must not take the cache down
+                if self.on_error is not None:
+                    self.on_error(f"hit counter {type(counter).__name__} failed: {exc!r}")
+
+    def _average(self) -> float:
+        """Seconds per hit over the hits since the last `fold_all` (the last window's average when none)."""
+        time0, count0 = self._window
+        count = self.hit_count - count0
+        if count > 0:
+            return max(0.0, self.hit_time - time0) / count
+        return self._per_hit
+
+    def fold_all(self) -> None:
+        """Fold every entry with new hits (a scrape), and drop entries whose scope was invalidated."""
+        dead: list[bytes] = []
+        fold = self.fold
+        for key, entry in self.entries.items():
+            if entry.hits != entry.folded:
+                fold(key, entry)
+            if not entry.token.live:
+                dead.append(key)
+        for key in dead:
+            self.drop(key)
+        if self.hit_count > self._window[1]:
+            self._per_hit = self._average()
+        self._window = (self.hit_time, self.hit_count)

@@ -19,6 +19,8 @@ from submariner.lighthouse.dns.plugin import (
     Directive,
     FastPathObserver,
     Handler,
+    HitCounter,
+    HitObserver,
     ServerKey,
     SetupError,
     Wrapper,
@@ -84,6 +86,11 @@ class Block:
     server_label: str
     # Plugins with a query handler (`coredns_plugin_enabled`); none (only health, ready, …): REFUSED.
     handlers: list[str] = field(default_factory=list)
+    # Every handler may be started outside a task (each plugin module says `SYNC_SAFE = True`): the server
+    # then runs the chain synchronously and only continues it in a task if a plugin really waits.
+    sync: bool = False
+    counters: tuple[HitCounter, ...] = ()
+    eager: tuple[HitObserver, ...] = ()
 
     @property
     def chained(self) -> bool:
@@ -137,6 +144,7 @@ def build_block(config: Any, process: Any, *, server_label: str | None = None, l
     wrappers: list[Wrapper] = []
     names: list[str] = []
     handlers: list[str] = []
+    sync = True
     for name in ORDER:
         present = grouped.get(name)
         if not present:
@@ -156,11 +164,12 @@ def build_block(config: Any, process: Any, *, server_label: str | None = None, l
         if wrapper is not None:
             wrappers.append(wrapper)
             handlers.append(name)
+            sync = sync and bool(getattr(module, "SYNC_SAFE", False))
     handler: Handler = no_next_after(handlers[-1]) if handlers else no_next
     for wrapper in reversed(wrappers):
         handler = wrapper(handler)
     return Block(config=config, keys=keys, handler=handler, hooks=hooks, names=names, server_label=label,
-                 handlers=handlers)
+                 handlers=handlers, sync=sync, counters=tuple(hooks.counters), eager=tuple(hooks.eager))
 
 
 def build_chain(config: Any, process: Any) -> Handler:

@@ -1,7 +1,10 @@
 """The plugin contract, as in CoreDNS: a setup that reads its directive, a handler that answers or passes on.
 
 Every plugin module in `plugins/` exports `NAME`, `ONCE` (True when the directive may appear only once per
-server block) and `setup(c: Controller) -> Wrapper | None`. A `Wrapper` takes the next handler and returns
+server block), optionally `SYNC_SAFE` (True when its handler may be started outside an asyncio task: it uses
+nothing that needs the current task, such as `asyncio.timeout`; when every handler of a block says so, the
+server runs the chain synchronously and continues it in a task only if something really waits) and
+`setup(c: Controller) -> Wrapper | None`. A `Wrapper` takes the next handler and returns
 this plugin's handler; setup-only plugins (health, ready, reload, bind, …) return None. The chain order is
 CoreDNS's fixed `plugin.cfg` order (see `chain.ORDER`), never the Corefile order.
 
@@ -11,7 +14,15 @@ rendered wire answer and serve later identical questions without running the cha
 `CacheScope` is invalidated (the plugin's data changed). A plugin whose answer depends on anything but the
 question (client address, time, a query counter) must leave `cache` unset, and a wrapping plugin that changes
 an inner answer it cannot reproduce must clear it. Hits never run the chain: plugins that must see every query
-(log, prometheus) register a `FastPathObserver` with `Controller.add_observer`.
+register a `FastPathObserver` with `Controller.add_observer`, of one of two kinds:
+
+- a `HitCounter` (prometheus, lighthouse's query metric) is never called on the hot path. Each cache entry
+  counts its hits (one integer increment per hit); the counter's `fold` adds an entry's hits since the last
+  fold to its metrics, at scrape time (the metrics collector folds every live entry first) and when the entry
+  leaves the cache (eviction, invalidation, reload), so counts stay exact. Per-reply data a counter needs
+  (lighthouse's metric labels per rotated variant) travels in `CachePolicy.hit_tags`.
+- a `HitObserver` (log) has `on_hit` called for every hit, synchronously, with the client's address and ID.
+  Blocks with one pay for it on their hits; blocks without keep the counting-only hot path.
 
 A `Result` with no `msg` and an rcode outside `SERVER_WRITTEN` means "already handled": nothing is sent
 (CoreDNS's "return 0 without writing", used by `erratic` to drop queries).
@@ -20,7 +31,7 @@ A `Result` with no `msg` and an rcode outside `SERVER_WRITTEN` means "already ha
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,17 +81,32 @@ class ServerKey:
     port: int
 
 
+class ScopeToken:
+    """One generation of a `CacheScope`: cache entries hold it, and it dies when the scope is invalidated.
+
+    The hot path checks `entry.token.live`, two attribute loads, instead of comparing generations.
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = True
+
+
 class CacheScope:
     """Validity of wire-cached answers produced by one plugin instance: `invalidate()` on data change."""
 
-    __slots__ = ("generation", "name")
+    __slots__ = ("generation", "name", "token")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.generation = 0
+        self.token = ScopeToken()
 
     def invalidate(self) -> None:
         self.generation += 1
+        self.token.live = False
+        self.token = ScopeToken()
 
 
 @dataclass(slots=True)
@@ -89,6 +115,11 @@ class CachePolicy:
 
     `variants` (optional) are further complete replies to hand out in turn on later hits (round robin
     across clusters, record rotation), so rotating answers need no rebuilding.
+
+    `hit_tags` (optional) maps a `HitCounter` to per-reply data for it, aligned with `[msg, *variants]`
+    (index j of the reply served is j modulo the list's length): what that counter needs to account for a hit
+    of that reply (lighthouse: the metric labels of the records in it). A plugin that rebuilds the variant
+    list must rebuild these lists the same way (loadbalance, rewrite).
     """
 
     scope: CacheScope
@@ -97,6 +128,7 @@ class CachePolicy:
     # The scope's generation when the answer was computed: a change that lands between computing and
     # storing the answer (informers run on other threads) must make it stale, not fresh.
     generation: int = -1
+    hit_tags: Mapping[Any, Sequence[Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.generation < 0:
@@ -178,14 +210,20 @@ HttpHandler = Callable[[], "tuple[int, str, str]"]  # -> (status, body, content 
 
 
 class AnswerInfo:
-    """Static facts about one cached answer, shared by all its hits (what observers need besides the bytes)."""
+    """Static facts about cached answers, shared by every entry with the same facts (what observers need
+    besides the bytes and the question name, which is in the entry's key).
 
-    __slots__ = ("bufsize", "do", "local", "memo", "name", "opcode", "plugin", "qclass", "qtype", "rcode", "server",
-                 "zone")
+    The server interns these per (server, zone, plugin, qtype, rcode, …): a cache of 50,000 answers holds a
+    handful of them. `counters` and `eager` are the block's `HitCounter`s and `HitObserver`s.
+    """
 
-    def __init__(self, *, name: str, qtype: int, qclass: int, rcode: int, plugin: str, zone: str, server: str,
-                 do: bool, bufsize: int, opcode: int = 0, local: str = "") -> None:
-        self.name = name  # lower-case FQDN text
+    __slots__ = ("bufsize", "counters", "do", "eager", "local", "memo", "name", "opcode", "plugin", "qclass",
+                 "qtype", "rcode", "server", "zone")
+
+    def __init__(self, *, qtype: int, qclass: int, rcode: int, plugin: str, zone: str, server: str,
+                 do: bool, bufsize: int, opcode: int = 0, local: str = "", name: str = "",
+                 counters: tuple[HitCounter, ...] = (), eager: tuple[HitObserver, ...] = ()) -> None:
+        self.name = name  # lower-case FQDN text when the info belongs to one name only ("" when shared)
         self.qtype = qtype
         self.qclass = qclass
         self.rcode = rcode
@@ -196,22 +234,25 @@ class AnswerInfo:
         self.bufsize = bufsize
         self.opcode = opcode
         self.local = local  # the listener's address the query arrived on
-        self.memo: dict[Any, Any] = {}  # observers keep per-answer precomputed values here
+        self.counters = counters
+        self.eager = eager
+        self.memo: dict[Any, Any] = {}  # observers keep values precomputed per info here
 
 
 class Hit:
-    """One query answered from the wire cache, as seen by a `FastPathObserver`."""
+    """One query answered from the wire cache, as seen by a `HitObserver`."""
 
-    __slots__ = ("info", "proto", "query", "remote", "reply", "start")
+    __slots__ = ("entry", "info", "proto", "query", "remote", "reply", "start")
 
     def __init__(self, info: AnswerInfo, query: bytes, reply: bytes | bytearray, remote: tuple[str, int],
-                 proto: str, start: float) -> None:
+                 proto: str, start: float, entry: Any = None) -> None:
         self.info = info
         self.query = query
         self.reply = reply
         self.remote = remote
         self.proto = proto
         self.start = start
+        self.entry = entry  # the answers.CacheEntry (observers may keep per-answer values in `entry.memo`)
 
     @property
     def id(self) -> int:
@@ -222,13 +263,46 @@ class Hit:
         return 2 if ":" in self.remote[0] else 1
 
 
-class FastPathObserver(Protocol):
-    """Sees every cache hit, so per-query side effects (a log line, a metric) stay exact without the chain.
+class Tally:
+    """An entry's hits since it was last folded, as handed to every `HitCounter.fold` (reused: do not keep it).
 
-    `on_hit` runs synchronously on the hot path: keep it cheap (memoise per answer in `hit.info.memo`).
+    `counts[j]` is the number of hits that were served reply j (`[msg, *variants]` of the miss; the miss
+    itself is not included: the reply hooks saw it), `v6` how many of all those hits came from IPv6 clients,
+    `sizes[j]` the wire size of reply j, `query_size` the size of the query (fixed by the cache key),
+    `seconds` the time the server spent on these hits (measured per batch of datagrams, spread evenly over
+    the hits of the batch), `tags` this counter's `CachePolicy.hit_tags` list (None without).
     """
 
+    __slots__ = ("counts", "info", "proto", "query_size", "seconds", "sizes", "tags", "total", "v6")
+
+    def __init__(self) -> None:
+        self.info: AnswerInfo | None = None
+        self.proto = "udp"
+        self.counts: list[int] = []
+        self.total = 0
+        self.v6 = 0
+        self.sizes: tuple[int, ...] = ()
+        self.query_size = 0
+        self.seconds = 0.0
+        self.tags: Sequence[Any] | None = None
+
+
+class HitCounter(Protocol):
+    """Accounts for cache hits lazily: `fold` gets an entry's hits since its last fold (see `Tally`).
+
+    Called at scrape time and when an entry leaves the cache, never on the hot path; runs on the event loop.
+    """
+
+    def fold(self, tally: Tally) -> None: ...
+
+
+class HitObserver(Protocol):
+    """Sees every cache hit, synchronously, on the hot path (a log line per query): keep `on_hit` cheap."""
+
     def on_hit(self, hit: Hit) -> None: ...
+
+
+FastPathObserver = HitCounter | HitObserver
 
 
 @dataclass(slots=True)
@@ -246,6 +320,8 @@ class BlockHooks:
     """What the plugins of one server block registered at setup; the server wires it in when the block starts."""
 
     observers: list[FastPathObserver] = field(default_factory=list)
+    counters: list[HitCounter] = field(default_factory=list)
+    eager: list[HitObserver] = field(default_factory=list)
     ready: list[tuple[str, Callable[[], bool]]] = field(default_factory=list)
     startup: list[Hook] = field(default_factory=list)
     shutdown: list[Hook] = field(default_factory=list)
@@ -271,8 +347,13 @@ class Controller:
         self.listen_host = listen_host  # bind address of the listener ("" = all addresses)
 
     def add_observer(self, observer: FastPathObserver) -> None:
-        """Have `observer.on_hit` called for every cached answer this block serves."""
+        """Account for the cached answers this block serves: `fold` (a `HitCounter`, lazily) and/or `on_hit`
+        (a `HitObserver`, on every hit)."""
         self.block.observers.append(observer)
+        if callable(getattr(observer, "fold", None)):
+            self.block.counters.append(observer)  # type: ignore[arg-type]
+        if callable(getattr(observer, "on_hit", None)):
+            self.block.eager.append(observer)  # type: ignore[arg-type]
 
     def register_ready(self, name: str, ready: Callable[[], bool]) -> None:
         """A readiness provider, reported by `ready` when that plugin is enabled in this block."""

@@ -12,6 +12,7 @@ import inspect
 import os
 import platform
 import sys
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO, TypeVar
@@ -146,10 +147,15 @@ Vec = CounterVec | HistogramVec
 
 
 class FastCollector:
-    """Exports a set of dict-backed vectors through a prometheus_client registry."""
+    """Exports a set of dict-backed vectors through a prometheus_client registry.
+
+    `before` runs first on every collect: the DNS servers fold the hits their answer caches counted since
+    the last scrape into the vectors (see `plugin.HitCounter`), so the exported values are exact.
+    """
 
     def __init__(self) -> None:
         self.vectors: list[Vec] = []
+        self.before: list[Callable[[], None]] = []
 
     def add(self, vec: Vec) -> None:
         self.vectors.append(vec)
@@ -161,6 +167,8 @@ class FastCollector:
             yield Metric(vec.name.removesuffix("_total") if kind == "counter" else vec.name, vec.documentation, kind)
 
     def collect(self) -> Iterator[Metric]:
+        for hook in self.before:
+            hook()
         for vec in self.vectors:
             yield vec.family()
 
@@ -330,7 +338,18 @@ class ProcessState:
         self.load_corefile: Callable[[], list[Any]] | None = None
         self.request_reload: Callable[[], None] | None = None
         self.blocks: list[BlockHooks] = []  # hooks of the running configuration
+        # DNS servers whose answer caches count hits (anything with `fold()`); folded before every scrape.
+        self.hit_sources: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.metrics.collector.before.append(self.fold_hits)
         self.fatal_handler: Callable[[str], None] = self._exit_fatal
+
+    def fold_hits(self) -> None:
+        """Bring the metrics up to date with every cache hit so far (runs on the event loop's thread)."""
+        for source in list(self.hit_sources):
+            try:
+                source.fold()
+            except Exception as exc:
+                self.error(f"folding cache hits failed: {exc!r}")
 
     # -- logs: CoreDNS's format, "[LEVEL] plugin/NAME: text" on stdout -------------------------------------
     def log(self, level: str, text: str, plugin: str | None = None) -> None:

@@ -1,9 +1,13 @@
 """DNS listeners: one `DnsServer` per (bind host, port), UDP and TCP, in front of the blocks' plugin chains.
 
-A query first meets the answer cache (`answers`): on a hit the reply is patched bytes, sent synchronously from
-`datagram_received`, with no dnspython and no task. A miss goes through CoreDNS's server checks (spec §2.3),
-then the chain of the selected block in a task; the reply is rendered, fitted to the client (OPT echo,
-truncation) and, when every plugin allowed it, stored for the next identical question.
+A query first meets the answer cache (`answers`): on a hit the reply is the query's ID and stored bytes, sent
+synchronously from the socket's reader callback, with no dnspython, no task and no per-hit metric work (each
+cache entry counts its hits; metrics fold them in at scrape time, see `plugin.HitCounter`). The reader drains
+up to `READ_BATCH` datagrams per wake-up with non-blocking `recvfrom` and answers with `sendto` on the socket.
+A miss goes through CoreDNS's server checks (spec §2.3), then the chain of the selected block: driven
+synchronously when every plugin of the block allows it (`SYNC_SAFE`) and continued in a task only if a plugin
+really waits; the reply is rendered, fitted to the client (OPT echo, truncation) and, when every plugin allowed
+it, stored for the next identical question.
 
 Nothing a client sends may raise out of the loop: unreadable headers are dropped, unparsable messages get
 FORMERR, a failing plugin SERVFAIL (counted in `coredns_panics_total`).
@@ -17,7 +21,9 @@ import ipaddress
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any
 
 import dns.exception
@@ -46,6 +52,11 @@ Echo = tuple[int, bool, bytes] | None  # the query's OPT: (UDP size, DO, support
 READ_TIMEOUT = 3.0
 IDLE_TIMEOUT = 10.0
 MAX_TCP_BACKLOG = 1 << 20  # bytes queued for a client that does not read: close it
+#: Datagrams the UDP reader handles per wake-up before it lets the loop run other callbacks.
+READ_BATCH = 64
+MAX_DATAGRAM = 65535
+#: UDP replies kept while the socket's send buffer is full (then dropped: the client retries).
+MAX_UDP_BACKLOG = 4096
 
 
 def client_address(addr: Any) -> tuple[str, int]:
@@ -67,8 +78,28 @@ class Runtime:
         chained = {id(b.config) for b in blocks if b.chained}
         self.index = ZoneIndex([b.config for b in blocks], port, has_chain=lambda cfg: id(cfg) in chained)
         self.any_class = any(b.any_class for b in blocks)
-        self.udp_cache = AnswerCache(cache_size)
-        self.tcp_cache = AnswerCache(cache_size)
+        self.udp_cache = AnswerCache(cache_size, proto="udp")
+        self.tcp_cache = AnswerCache(cache_size, proto="tcp")
+        self.eager = any(b.eager for b in blocks)  # some block has a HitObserver (log): the general reader
+        self.infos: dict[tuple[Any, ...], AnswerInfo] = {}
+
+    def info(self, block: Block, req: Request, rcode: int, plugin: str) -> AnswerInfo:
+        """The shared AnswerInfo of an answer to `req` (interned: a handful per block)."""
+        key = (id(block), req.zone, req.server, req.qtype, req.qclass, rcode, plugin, req.do, req.max_size,
+               req.opcode, req.local[0])
+        info = self.infos.get(key)
+        if info is None:
+            if len(self.infos) >= 4096:
+                self.infos.clear()
+            info = self.infos[key] = AnswerInfo(qtype=req.qtype, qclass=req.qclass, rcode=rcode, plugin=plugin,
+                                                zone=req.zone, server=req.server, do=req.do, bufsize=req.max_size,
+                                                opcode=req.opcode, local=req.local[0], counters=block.counters,
+                                                eager=block.eager)
+        return info
+
+    def fold(self) -> None:
+        self.udp_cache.fold_all()
+        self.tcp_cache.fold_all()
 
 
 class DnsServer:
@@ -86,13 +117,24 @@ class DnsServer:
         self.server_label = f"dns://{shown}:{port}"
         self.runtime: Runtime | None = None
         self.local: tuple[str, int] = (host, port)
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: asyncio.DatagramTransport | None = None  # only when the loop cannot watch a socket
+        self._sock: socket.socket | None = None  # the UDP socket the reader drains
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._conns: set[_TcpConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sendto: Callable[[bytes | bytearray, Any], None] = _discard
+        self._recvfrom: Callable[[int], tuple[bytes, Any]] | None = None
+        self._sock_sendto: Callable[[bytes | bytearray, Any], int] = _discard_count
+        self._backlog: deque[tuple[bytes, Any]] = deque()
+        self._writing = False
         self._family = socket.AF_INET
+        self._reader: Callable[[], None] = self._read_general
         self.internal_errors = 0  # failures of the server's own code (not plugins): a bug if ever non-zero
+        self.udp_dropped = 0  # replies dropped because the socket's send buffer stayed full
+        hit_sources = getattr(process, "hit_sources", None)
+        if hit_sources is not None:
+            hit_sources.add(self)  # the metrics collector folds our caches' hits before every scrape
 
     # -- configuration -----------------------------------------------------------------------------------
     def prepare(self, configs: Iterable[Any]) -> Runtime:
@@ -102,7 +144,24 @@ class DnsServer:
         return Runtime(blocks, self.port, self.cache_size)
 
     def apply(self, runtime: Runtime) -> None:
+        old = self.runtime
+        for cache in (runtime.udp_cache, runtime.tcp_cache):
+            cache.on_error = self.process.error
         self.runtime = runtime
+        self._choose_reader()
+        if old is not None and old is not runtime:
+            old.udp_cache.clear()  # folds their hits into the metrics first
+            old.tcp_cache.clear()
+
+    def fold(self) -> None:
+        """Fold the hits of every cached answer into the metrics (the collector calls this before a scrape)."""
+        if self.runtime is not None:
+            self.runtime.fold()
+
+    def _choose_reader(self) -> None:
+        rt = self.runtime
+        fast = rt is not None and not rt.eager and self._family == socket.AF_INET and self._sock is not None
+        self._reader = self._read_fast if fast else self._read_general
 
     def configure(self, configs: Iterable[Any]) -> Runtime:
         runtime = self.prepare(configs)
@@ -121,13 +180,23 @@ class DnsServer:
     async def start(self) -> None:
         """Bind UDP and TCP on the same port (for port 0: the same ephemeral port for both)."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         udp, tcp = _bind_pair(self.host, self.port)
         self._family = udp.family
         self.bound_port = int(udp.getsockname()[1])
         self.local = (self.host or ("::" if udp.family == socket.AF_INET6 else "0.0.0.0"), self.bound_port)
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
-        self._udp = transport
-        self._sendto = transport.sendto
+        try:
+            loop.add_reader(udp.fileno(), self._readable)
+        except NotImplementedError:  # a loop without readiness callbacks (Windows' proactor): a protocol
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
+            self._udp = transport
+            self._sendto = transport.sendto
+        else:
+            self._sock = udp
+            self._recvfrom = udp.recvfrom
+            self._sock_sendto = udp.sendto
+            self._sendto = self._send_udp
+        self._choose_reader()
         self._tcp = await loop.create_server(lambda: _TcpConnection(self), sock=tcp, backlog=1024)
 
     async def close(self, grace: float = 0.0) -> None:
@@ -139,47 +208,175 @@ class DnsServer:
             conn.close()
         if self._udp is not None:
             self._udp.close()
+        if self._sock is not None:
+            sock, self._sock = self._sock, None
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(sock.fileno())
+                if self._writing:
+                    self._loop.remove_writer(sock.fileno())
+            self._writing = False
+            self._backlog.clear()
+            sock.close()
         self._sendto = _discard
+        self._sock_sendto = _discard_count
+        self._recvfrom = None
+        self._choose_reader()
         if self._tcp is not None:
             await self._tcp.wait_closed()
         self._tcp = None
         self._udp = None
+        self.fold()
 
     # -- the hot path --------------------------------------------------------------------------------------
+    def _readable(self) -> None:
+        try:
+            self._reader()
+        except Exception as exc:  # a bug here must not unregister the reader or stop the loop
+            self.internal_errors += 1
+            self.process.error(f'Recovered from panic in server: "{self.server_label}" {exc!r}')
+
+    def _read_fast(self) -> None:
+        """Drain the IPv4 socket: hits answered inline (raw-key lookup, count, send), the rest by `handle_datagram`.
+
+        Used when no block has a HitObserver. The time spent on hits is measured once per batch.
+        """
+        rt = self.runtime
+        recv = self._recvfrom
+        if rt is None or recv is None:
+            return
+        cache = rt.udp_cache
+        get = cache.entries.get
+        send = self._sock_sendto
+        now = _monotonic()
+        t0 = _perf()
+        other = 0.0
+        hits = 0
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except OSError:  # drained (EAGAIN), or an error queued on the socket
+                break
+            entry = get(data[2:])
+            if entry is not None and entry.token.live and entry.expires > now:
+                h = entry.hits + 1
+                entry.hits = h
+                ring = entry.ring
+                out = data[:2] + (entry.body if ring is None else ring[h % len(ring)])
+                try:
+                    send(out, addr)
+                except OSError as exc:
+                    self._send_failed(out, addr, exc)
+                hits += 1
+                continue
+            t = _perf()
+            self.handle_datagram(data, addr)
+            other += _perf() - t
+        if hits:
+            cache.hit_time += _perf() - t0 - other
+            cache.hit_count += hits
+
+    def _read_general(self) -> None:
+        """`_read_fast` for IPv6 (dual-stack) sockets and for blocks with HitObservers (log)."""
+        rt = self.runtime
+        recv = self._recvfrom
+        if rt is None or recv is None:
+            return
+        cache = rt.udp_cache
+        get = cache.entries.get
+        send = self._sock_sendto
+        eager = rt.eager
+        v6 = self._family == socket.AF_INET6
+        now = _monotonic()
+        t0 = _perf()
+        other = 0.0
+        hits = 0
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = recv(MAX_DATAGRAM)
+            except OSError:
+                break
+            start = _perf() if eager else 0.0
+            entry = get(data[2:])
+            if entry is not None and entry.token.live and entry.expires > now:
+                h = entry.hits + 1
+                entry.hits = h
+                if v6 and addr[0][:7] != "::ffff:":
+                    entry.hits6 += 1
+                ring = entry.ring
+                out = data[:2] + (entry.body if ring is None else ring[h % len(ring)])
+                try:
+                    send(out, addr)
+                except OSError as exc:
+                    self._send_failed(out, addr, exc)
+                hits += 1
+                if eager and entry.info.eager:
+                    t = _perf()
+                    self._observe(entry, data, out, addr, "udp", start)
+                    other += _perf() - t
+                continue
+            t = _perf()
+            self.handle_datagram(data, addr)
+            other += _perf() - t
+        if hits:
+            cache.hit_time += _perf() - t0 - other
+            cache.hit_count += hits
+
     def handle_datagram(self, data: bytes, addr: Any) -> None:
         """One UDP query: answer from the cache synchronously, else hand it to the slow path."""
         rt = self.runtime
         if rt is None:
             return
-        n = len(data)
-        counts = data[4:12]
-        if counts == _COUNTS_PLAIN:
-            qend = n - 4
-        elif counts == _COUNTS_EDNS:
-            qend = n - 15
-        else:
-            qend = 0
-        if qend > 12 and not (data[2] | data[3]) & 0x40:
-            key = data[2:qend].lower() + data[qend:]
-            entry = rt.udp_cache.entries.get(key)
-            if entry is not None:
-                if entry.gen == entry.scope.generation and entry.expires > _monotonic():
-                    if entry.exact is None or entry.exact == data[12:qend]:
-                        observers = entry.observers
-                        start = _perf() if observers else 0.0
-                        mid, tail = entry.parts if entry.ring is None else entry.next_parts()
-                        out = b"".join((data[:2], mid, data[12:qend], tail))
-                        entry.used = True
-                        try:
-                            self._sendto(out, addr)
-                        except Exception:  # a closed transport (shutdown): nothing to answer on
-                            return
-                        if observers:
-                            self._observe(entry, data, out, addr, "udp", start)
-                        return
-                else:
-                    rt.udp_cache.entries.pop(key, None)
-        self._slow(data, addr, "udp", None)
+        start = _perf()
+        cache = rt.udp_cache
+        found = cache.lookup(data, _is_v6(addr))
+        if found is None:
+            self._slow(data, addr, "udp", None)
+            return
+        out, entry = found
+        try:
+            self._sendto(out, addr)
+        except Exception:  # a closed transport (shutdown): nothing to answer on
+            return
+        cache.hit_time += _perf() - start
+        cache.hit_count += 1
+        if entry.info.eager:
+            self._observe(entry, data, out, addr, "udp", start)
+
+    def _send_udp(self, data: bytes | bytearray, addr: Any) -> None:
+        """A reply on the UDP socket (the slow path's sender)."""
+        try:
+            self._sock_sendto(data, addr)
+        except OSError as exc:
+            self._send_failed(bytes(data), addr, exc)
+
+    def _send_failed(self, data: bytes, addr: Any, exc: OSError) -> None:
+        """A full send buffer queues the reply until the socket is writable; other errors drop it (the client
+        is unreachable, the address is unusable)."""
+        if not isinstance(exc, (BlockingIOError, InterruptedError)) or self._sock is None or self._loop is None:
+            return
+        if len(self._backlog) >= MAX_UDP_BACKLOG:
+            self.udp_dropped += 1
+            return
+        self._backlog.append((data, addr))
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        backlog = self._backlog
+        send = self._sock_sendto
+        while backlog:
+            data, addr = backlog[0]
+            try:
+                send(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                pass
+            backlog.popleft()
+        self._writing = False
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_writer(self._sock.fileno())
 
     def handle_stream(self, data: bytes, addr: Any, send: Sender) -> None:
         """One TCP query (already unframed); `send` frames and writes the reply."""
@@ -187,19 +384,22 @@ class DnsServer:
         if rt is None:
             return
         start = _perf()
-        found = rt.tcp_cache.lookup(data)
+        cache = rt.tcp_cache
+        found = cache.lookup(data, _is_v6(addr))
         if found is not None:
             out, entry = found
             send(out)
-            if entry.observers:
+            cache.hit_time += _perf() - start
+            cache.hit_count += 1
+            if entry.info.eager:
                 self._observe(entry, data, out, addr, "tcp", start)
             return
         self._slow(data, addr, "tcp", send)
 
     def _observe(self, entry: CacheEntry, query: bytes, reply: bytes | bytearray, addr: Any, proto: str,
                  start: float) -> None:
-        hit = Hit(entry.info, query, reply, client_address(addr), proto, start)
-        for observer in entry.observers:
+        hit = Hit(entry.info, query, reply, client_address(addr), proto, start, entry)
+        for observer in entry.info.eager:
             try:
                 observer.on_hit(hit)
             except Exception as exc:  # an observer must not take the server down
@@ -276,11 +476,21 @@ class DnsServer:
         req = Request(msg=msg, wire=data, remote=remote, local=self.local, proto=proto,
                       server=self.server_label, zone=block.zone_for(name_lower), max_size=max_size, start=start)
         cache = rt.udp_cache if proto == "udp" else rt.tcp_cache
-        task = asyncio.get_running_loop().create_task(self._run(block, req, send, echo, cache))
+        coro = self._run(block, rt, req, send, echo, cache)
+        if block.sync:
+            # The synchronous lane: run the chain right here; most answers never wait for anything.
+            try:
+                pending = coro.send(None)
+            except StopIteration:
+                return
+            task = asyncio.get_running_loop().create_task(_continue(coro, pending))
+        else:
+            task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, block: Block, req: Request, send: Sender, echo: Echo, cache: AnswerCache) -> None:
+    async def _run(self, block: Block, rt: Runtime, req: Request, send: Sender, echo: Echo,
+                   cache: AnswerCache) -> None:
         try:
             result = await block.handler(req)
         except Exception as exc:
@@ -288,11 +498,11 @@ class DnsServer:
             self._dropped(req.msg, req.wire, _SERVFAIL, echo, send, req.proto, req.remote, req.start)
             return
         try:
-            self._complete(block, req, result, send, echo, cache)
+            self._complete(block, rt, req, result, send, echo, cache)
         except Exception as exc:
             self._panic(exc)
 
-    def _complete(self, block: Block, req: Request, result: Result, send: Sender, echo: Echo,
+    def _complete(self, block: Block, rt: Runtime, req: Request, result: Result, send: Sender, echo: Echo,
                   cache: AnswerCache) -> None:
         msg = result.msg
         wire: bytes | None
@@ -323,11 +533,8 @@ class DnsServer:
                     wires.append(_render(variant, req, echo))
                 except Exception:
                     return
-        rcode = int(msg.rcode())
-        info = AnswerInfo(name=req.name_lower, qtype=req.qtype, qclass=req.qclass, rcode=rcode,
-                          plugin=result.plugin, zone=req.zone, server=req.server, do=req.do,
-                          bufsize=req.max_size, opcode=req.opcode, local=req.local[0])
-        cache.insert(req.wire, wires, policy.scope, policy.max_age, info, block.observers, policy.generation)
+        info = rt.info(block, req, int(msg.rcode()), result.plugin)
+        cache.insert(req.wire, wires, policy.scope, policy.max_age, info, policy.generation, policy.hit_tags)
 
     def _empty(self, query: dns.message.Message, rcode: int, echo: Echo) -> bytes:
         question = b""
@@ -354,6 +561,45 @@ class DnsServer:
 
 def _discard(data: bytes | bytearray, addr: Any) -> None:
     return None
+
+
+def _discard_count(data: bytes | bytearray, addr: Any) -> int:
+    return 0
+
+
+def _is_v6(addr: Any) -> bool:
+    """Whether a peer address is an IPv6 client (the `family` metric label): IPv4-mapped counts as IPv4."""
+    host = addr[0]
+    return isinstance(host, str) and ":" in host and not host.startswith("::ffff:")
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
+    """Continue a coroutine that was started synchronously and suspended on `pending` (what it yielded).
+
+    This is `yield from coro` for a coroutine already past its first step: yield what it yielded to the task
+    driving us, and pass back whatever the task sends or throws.
+    """
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration:
+                return
+
+
+async def _continue(coro: Coroutine[Any, Any, None], pending: Any) -> None:
+    await _resume(coro, pending)
 
 
 def _echo_of(msg: dns.message.Message) -> Echo:

@@ -12,6 +12,7 @@ from submariner.lighthouse.dns.plugin import CachePolicy, CacheScope, Controller
 
 NAME = "any"
 ONCE = False
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 _HINFO = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.HINFO, '"ANY obsoleted" "See RFC 8482"')
 #: The answer depends on the question only: cache it until the process ends.

@@ -47,6 +47,7 @@ from submariner.lighthouse.dns.process import CounterVec, GaugeVec
 
 NAME = "cache"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 MAX_TTL = 3600  # dnsutil.MaximumDefaulTTL
 MAX_NTTL = MAX_TTL // 2

@@ -27,6 +27,7 @@ from submariner.lighthouse.dns.plugin import (
 
 NAME = "erratic"
 ONCE = False
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 _A = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.A, "192.0.2.53")
 _AAAA = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "2001:db8::53")

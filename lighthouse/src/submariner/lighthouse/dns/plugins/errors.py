@@ -26,6 +26,7 @@ from submariner.lighthouse.dns.process import type_text
 
 NAME = "errors"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 _LEVELS = {"warning": "WARNING", "error": "ERROR", "info": "INFO", "debug": "DEBUG"}
 

@@ -45,6 +45,7 @@ from submariner.lighthouse.dns.process import GaugeVec
 
 NAME = "hosts"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 DEFAULT_PATH = "/etc/hosts"
 DEFAULT_TTL = 3600

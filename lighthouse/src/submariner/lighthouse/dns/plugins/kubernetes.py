@@ -64,6 +64,7 @@ from submariner.lighthouse.dns.process import HistogramVec
 
 NAME = "kubernetes"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 PODS = APIResource("", "v1", "Pod", "pods", "pod", True)
 

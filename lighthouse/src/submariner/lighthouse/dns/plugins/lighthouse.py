@@ -7,7 +7,8 @@ Nearly every reply is cacheable: each carries the `CacheScope` of what it depend
 "which services exist", one for clusterset-IP PTRs, one for data-independent answers), and the model reports
 changes per service, so an EndpointSlice event drops only that service's cached answers. Round-robin answers
 hand the server the other clusters' replies as `variants`, so rotation costs nothing on hits; the query metric
-follows the same rotation through a fast-path observer.
+follows the same rotation: each reply carries its metric labels as `CachePolicy.hit_tags`, and `QueryObserver`
+(a `HitCounter`) adds the hits the cache counted per reply when they are folded (at scrape time).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import dns.exception
 import dns.message
@@ -37,7 +37,6 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.IN.SRV import SRV
 from prometheus_client.core import Metric
 
-from submariner.lighthouse.dns.answers import cache_key
 from submariner.lighthouse.dns.config import parse_key
 from submariner.lighthouse.dns.k8s import cluster_for
 from submariner.lighthouse.dns.lighthouse_model import Dispatcher, Model, Record, ServiceKey, Watcher
@@ -47,10 +46,10 @@ from submariner.lighthouse.dns.plugin import (
     Controller,
     Directive,
     Handler,
-    Hit,
     Request,
     Result,
     SetupError,
+    Tally,
     Wrapper,
     parse_duration,
     reply_for,
@@ -59,6 +58,7 @@ from submariner.lighthouse.dns.process import CounterVec
 
 NAME = "lighthouse"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 DEFAULT_TTL = 5
 MAX_TTL = 3600
@@ -180,40 +180,31 @@ class QueryCounter(CounterVec):
 
 
 class QueryObserver:
-    """Counts the query metric for answers served from the wire cache, following the cached rotation."""
+    """Counts the query metric for answers served from the wire cache, per rotated reply (a `HitCounter`).
 
-    LIMIT = 100_000
+    The labels of every reply travel with the answer (`CachePolicy.hit_tags[observer]`, one tuple of metric
+    keys per reply, aligned with `[msg, *variants]`); the cache counts hits per reply and folds them here.
+    Keys are interned: the metric holds each label tuple once, however many cached answers mention it.
+    """
 
     def __init__(self, vec: CounterVec) -> None:
         self.vec = vec
-        self.pending: dict[tuple[str, bytes], list[tuple[MetricKey, ...]]] = {}
+        self._keys: dict[MetricKey, MetricKey] = {}
 
-    def remember(self, req: Request, rotation: list[tuple[MetricKey, ...]]) -> None:
-        """Metric keys per cached wire (miss reply first, then the variants), for this query's cache entry."""
-        found = cache_key(req.wire)
-        if found is None:
-            return
-        if len(self.pending) >= self.LIMIT:
-            self.pending.clear()
-        self.pending[(req.proto, found[0])] = rotation
+    def intern(self, keys: Sequence[MetricKey]) -> tuple[MetricKey, ...]:
+        known = self._keys
+        return tuple(known.setdefault(k, k) for k in keys)
 
-    def on_hit(self, hit: Hit) -> None:
-        info = hit.info
-        if info.plugin != NAME:
+    def fold(self, tally: Tally) -> None:
+        tags = tally.tags
+        if not tags:
             return
-        memo: list[Any] | None = info.memo.get(self)
-        if memo is None:
-            found = cache_key(hit.query)
-            rotation = self.pending.pop((hit.proto, found[0]), None) if found is not None else None
-            rotation = rotation or []
-            memo = info.memo[self] = [rotation, 1 % len(rotation) if rotation else 0]  # mirrors CacheEntry.idx
-        rotation = memo[0]
-        if rotation:
-            i = memo[1]
-            memo[1] = (i + 1) % len(rotation)
-            inc = self.vec.inc
-            for key in rotation[i]:
-                inc(key)
+        values = self.vec.values
+        n = len(tags)
+        for j, count in enumerate(tally.counts):
+            if count:
+                for key in tags[j % n]:
+                    values[key] = values.get(key, 0.0) + count
 
 
 # -- cache scopes -----------------------------------------------------------------------------------------
@@ -467,13 +458,15 @@ class Lighthouse:
         counted = qtype in (_A, _SRV)  # §6.3: per record found, before the SRV port filter
         local = model.local_cluster_id
         keys = self._metric_keys(local, ns, svc, records) if counted else ()
+        values = self.metric.values
         for k in keys:
-            self.metric.inc(k)
+            values[k] = values.get(k, 0.0) + 1
         reply = self._reply(req, qname, zone, qtype, query, records, headless)
         if reply is None:
-            if keys:
-                self.observer.remember(req, [keys])
-            return self._nodata(req, zone, scope)
+            result = self._nodata(req, zone, scope)
+            if keys and result.cache is not None:
+                result.cache.hit_tags = {self.observer: (keys,)}
+            return result
         variants: list[dns.message.Message] | None = None
         rotation: list[tuple[MetricKey, ...]] = [keys]
         if not headless and not query.cluster and len(records) == 1 and records[0].cluster:
@@ -486,13 +479,12 @@ class Lighthouse:
                 if variant is not None:
                     variants.append(variant)
                     rotation.append(self._metric_keys(local, ns, svc, (rec,)) if counted else ())
-        if counted and keys:
-            self.observer.remember(req, rotation)
-        return Result(_NOERROR, reply, plugin=NAME, cache=CachePolicy(scope, variants=variants or None))
+        tags = {self.observer: rotation} if counted and keys else None
+        return Result(_NOERROR, reply, plugin=NAME, cache=CachePolicy(scope, variants=variants or None,
+                                                                       hit_tags=tags))
 
-    @staticmethod
-    def _metric_keys(local: str, ns: str, svc: str, records: Sequence[Record]) -> tuple[MetricKey, ...]:
-        return tuple((local, r.cluster, svc, ns, r.ip) for r in records)
+    def _metric_keys(self, local: str, ns: str, svc: str, records: Sequence[Record]) -> tuple[MetricKey, ...]:
+        return self.observer.intern([(local, r.cluster, svc, ns, r.ip) for r in records])
 
     def _reply(self, req: Request, qname: dns.name.Name, zone: _Zone, qtype: int, query: _Query,
                records: Sequence[Record], headless: bool) -> dns.message.Message | None:

@@ -36,6 +36,7 @@ from submariner.lighthouse.dns.plugin import (
 
 NAME = "loadbalance"
 ONCE = False
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 MAX_VARIANTS = 16
 
 _A, _AAAA, _MX, _CNAME = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX, dns.rdatatype.CNAME
@@ -129,7 +130,11 @@ class Balancer:
             start = random.randrange(1 << 16)
             rotated = [self.reorder(bases[j % len(bases)], start + j) for j in range(count)]
             result.msg = rotated[0]
-            result.cache = CachePolicy(policy.scope, policy.max_age, rotated[1:] or None, policy.generation)
+            tags = None
+            if policy.hit_tags:  # reply j is built from base j % len(bases): so are its tags
+                tags = {c: [t[(j % len(bases)) % len(t)] for j in range(count)]
+                        for c, t in policy.hit_tags.items() if t}
+            result.cache = CachePolicy(policy.scope, policy.max_age, rotated[1:] or None, policy.generation, tags)
             return result
 
         return serve

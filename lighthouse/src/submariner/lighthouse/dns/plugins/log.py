@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from submariner.lighthouse.dns import answers
 from submariner.lighthouse.dns.plugin import (
@@ -27,6 +28,7 @@ from submariner.lighthouse.dns.process import class_text, rcode_text, type_text
 
 NAME = "log"
 ONCE = False
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 EMPTY = "-"
 COMMON = ('{remote}:{port} ' + EMPTY + ' {>id} "{type} {class} {name} {proto} {size} {>do} {>bufsize}" '
@@ -185,10 +187,15 @@ class Logger:
         return hook
 
     def on_hit(self, hit: Hit) -> None:
-        info = hit.info
-        parts = info.memo.get(self)
+        entry = hit.entry
+        memo: dict[Any, Any] | None = entry.memo if entry is not None else None
+        parts = memo.get(self) if memo is not None else None
         if parts is None:
-            parts = info.memo[self] = self._hit_template(hit)
+            parts = self._hit_template(hit)
+            if entry is not None:
+                if entry.memo is None:
+                    entry.memo = {}
+                entry.memo[self] = parts
         if not parts:
             return
         host, port = hit.remote
@@ -199,11 +206,12 @@ class Logger:
     def _hit_template(self, hit: Hit) -> list[str | int]:
         """The line of a cached answer with everything fixed per answer filled in; ints index `dynamic`."""
         info = hit.info
-        rule = self.rule_for(info.name)
+        name = info.name or _question_name(hit.query)
+        rule = self.rule_for(name)
         if rule is None or ("all" not in rule.classes and classify(hit.reply) not in rule.classes):
             return []
         static = {
-            "{type}": type_text(info.qtype), "{name}": info.name, "{class}": class_text(info.qclass),
+            "{type}": type_text(info.qtype), "{name}": name, "{class}": class_text(info.qclass),
             "{>opcode}": str(info.opcode), "{>do}": "true" if info.do else "false",
             "{>bufsize}": str(info.bufsize), "{rcode}": rcode_text(_rcode(hit.reply)),
             "{>rflags}": flags_text(hit.reply), "{local}": _address(info.local),
@@ -219,6 +227,17 @@ class Logger:
             else:
                 parts.append(text if typ == 0 else EMPTY)
         return parts
+
+
+def _question_name(query: bytes) -> str:
+    """The first question's name as lower-case text with the trailing dot (what `Request.name_lower` gives)."""
+    import dns.name
+
+    try:
+        name, _ = dns.name.from_wire(query, 12)
+    except Exception:
+        return "."
+    return name.to_text().lower()
 
 
 def _rcode(wire: bytes | bytearray) -> int:

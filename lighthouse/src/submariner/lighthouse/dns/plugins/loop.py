@@ -20,6 +20,7 @@ from submariner.lighthouse.dns.plugin import Controller, Handler, Request, Resul
 
 NAME = "loop"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 PROBE_WINDOW = 30.0
 
 

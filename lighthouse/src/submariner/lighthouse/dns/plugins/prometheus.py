@@ -1,7 +1,14 @@
 """`prometheus`: CoreDNS's per-query metrics and the `/metrics` endpoint (default `localhost:9153`).
 
-Misses are recorded from the reply hook (what was actually written), hits from the fast-path observer, so
-counts stay exact whether or not an answer came from the wire cache. Several blocks may share one address.
+Misses are recorded from the reply hook (what was actually written). Hits cost nothing here: the answer cache
+counts them per entry and reply variant, and this plugin, a `HitCounter`, folds those counts into the same
+counters and histograms at scrape time (and when an entry leaves the cache), so counts stay exact whether or
+not an answer came from the wire cache. Request and response sizes of a hit are those of the entry's query
+key and reply, so the size histograms are exact too. `coredns_dns_request_duration_seconds`: the server
+measures the time it spends on hits once per batch of datagrams (a hit takes microseconds; a batch up to
+`server.READ_BATCH` datagrams) and spreads it evenly over the hits, so the histogram's sum is the measured
+time, and every hit is counted in the first bucket (le 0.00025 s), which is where each of them falls.
+Several blocks may share one address.
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from submariner.lighthouse.dns.plugin import (
+    AnswerInfo,
     Controller,
     Handler,
-    Hit,
     Request,
     Result,
+    Tally,
     Wrapper,
     split_host_port,
 )
@@ -25,6 +33,7 @@ from submariner.lighthouse.dns.process import ReportKeys
 
 NAME = "prometheus"
 ONCE = True
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 DEFAULT_ADDR = "localhost:9153"
 
 
@@ -69,57 +78,64 @@ class Metrics:
                           rcode, result.plugin if written else "")
         self.metrics.report(keys, len(req.wire), len(wire) if written else 0, time.perf_counter() - req.start)
 
-    def on_hit(self, hit: Hit) -> None:
-        info = hit.info
-        memo_key = (self, hit.proto, hit.family)
+    def fold(self, tally: Tally) -> None:
+        """Hits of one cached answer since its last fold (see the module docstring)."""
+        info = tally.info
+        if info is None or not tally.total:
+            return
+        memo_key = (self, tally.proto)
         fast = info.memo.get(memo_key)
         if fast is None:
-            keys = ReportKeys(info.server, self.zone_of(info.name), hit.proto, hit.family, info.qtype, info.do,
-                              info.rcode, info.plugin)
-            fast = info.memo[memo_key] = _HitRecorder(self.metrics, keys, len(hit.query), len(hit.reply))
-        fast.record(len(hit.query), len(hit.reply), time.perf_counter() - hit.start)
+            fast = info.memo[memo_key] = _HitRecorder(self.metrics, info, tally.proto)
+        fast.record(tally)
 
 
 class _HitRecorder:
-    """Direct references to the counters and histogram rows one cached answer updates on every hit."""
+    """Direct references to the counters and histogram rows the hits of answers with one AnswerInfo update."""
 
-    __slots__ = ("do", "do_values", "dur_bounds", "dur_row", "req_row", "req_size", "requests", "resp_row",
-                 "resp_size", "resp_values", "responses", "size_bounds", "values")
+    __slots__ = ("do", "do_values", "dur_row", "req_row", "requests", "requests6", "resp_row", "resp_values",
+                 "responses", "size_bounds", "values")
 
-    def __init__(self, metrics: Any, keys: ReportKeys, req_size: int, resp_size: int) -> None:
-        self.requests = keys.requests
-        self.responses = keys.responses
-        self.do = keys.do
+    def __init__(self, metrics: Any, info: AnswerInfo, proto: str) -> None:
+        v4 = ReportKeys(info.server, info.zone, proto, 1, info.qtype, info.do, info.rcode, info.plugin)
+        v6 = ReportKeys(info.server, info.zone, proto, 2, info.qtype, info.do, info.rcode, info.plugin)
+        self.requests = v4.requests
+        self.requests6 = v6.requests
+        self.responses = v4.responses
+        self.do = v4.do
         self.values = metrics.requests.values
         self.resp_values = metrics.responses.values
         self.do_values = metrics.do_requests.values
-        self.dur_bounds = metrics.duration.bounds
-        self.dur_row = _row(metrics.duration, keys.duration)
+        self.dur_row = _row(metrics.duration, v4.duration)
         self.size_bounds = metrics.request_size.bounds
-        self.req_row = _row(metrics.request_size, keys.size)
-        self.resp_row = _row(metrics.response_size, keys.size)
-        self.req_size = (req_size, bisect_left(self.size_bounds, req_size))
-        self.resp_size = (resp_size, bisect_left(self.size_bounds, resp_size))
+        self.req_row = _row(metrics.request_size, v4.size)
+        self.resp_row = _row(metrics.response_size, v4.size)
 
-    def record(self, req_size: int, resp_size: int, duration: float) -> None:
+    def record(self, t: Tally) -> None:
+        n = t.total
+        v4 = n - t.v6
         values = self.values
-        values[self.requests] = values.get(self.requests, 0.0) + 1
+        if v4:
+            values[self.requests] = values.get(self.requests, 0.0) + v4
+        if t.v6:
+            values[self.requests6] = values.get(self.requests6, 0.0) + t.v6
         responses = self.resp_values
-        responses[self.responses] = responses.get(self.responses, 0.0) + 1
+        responses[self.responses] = responses.get(self.responses, 0.0) + n
         if self.do is not None:
             do_values = self.do_values
-            do_values[self.do] = do_values.get(self.do, 0.0) + 1
+            do_values[self.do] = do_values.get(self.do, 0.0) + n
         row = self.dur_row
-        row[bisect_left(self.dur_bounds, duration)] += 1
-        row[-1] += duration
-        size, index = self.req_size
+        row[0] += n  # every hit is well below the first bound (0.25 ms): see the module docstring
+        row[-1] += t.seconds
+        bounds = self.size_bounds
         row = self.req_row
-        row[index if req_size == size else bisect_left(self.size_bounds, req_size)] += 1
-        row[-1] += req_size
-        size, index = self.resp_size
+        row[bisect_left(bounds, t.query_size)] += n
+        row[-1] += n * t.query_size
         row = self.resp_row
-        row[index if resp_size == size else bisect_left(self.size_bounds, resp_size)] += 1
-        row[-1] += resp_size
+        for count, size in zip(t.counts, t.sizes, strict=False):
+            if count:
+                row[bisect_left(bounds, size)] += count
+                row[-1] += count * size
 
 
 def _row(vec: Any, key: tuple[str, ...]) -> list[float]:

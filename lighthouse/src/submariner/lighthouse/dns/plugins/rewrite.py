@@ -42,6 +42,7 @@ from submariner.lighthouse.dns.process import RCODE_TEXT
 
 NAME = "rewrite"
 ONCE = False
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 STOP, CONTINUE = "stop", "continue"
 MATCH_TYPES = ("exact", "prefix", "suffix", "substring", "regex")
@@ -689,7 +690,8 @@ class Rewrite:
                 policy = None
             elif policy.variants:
                 policy = CachePolicy(policy.scope, policy.max_age,
-                                     [revert(v, q, response, echo) for v in policy.variants], policy.generation)
+                                     [revert(v, q, response, echo) for v in policy.variants], policy.generation,
+                                     policy.hit_tags)
         return Result(inner.rcode, msg, plugin=inner.plugin, cache=policy, error=inner.error)
 
     @staticmethod

@@ -18,6 +18,7 @@ from submariner.lighthouse.dns.plugin import Controller, Handler, Request, Resul
 
 NAME = "whoami"
 ONCE = False
+SYNC_SAFE = True  # the handler needs no task context (see plugin.py)
 
 _SRV_HEAD = struct.Struct("!HHH")
 

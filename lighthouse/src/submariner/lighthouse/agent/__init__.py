@@ -1,0 +1,1 @@
+"""Lighthouse agent: ServiceExport → Broker → ServiceImport + EndpointSlices in every cluster (issue #4)."""
