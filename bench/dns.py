@@ -13,7 +13,11 @@ query file (A, AAAA, SRV, cluster-prefixed, headless and ~10% NXDOMAIN names). E
 file (lighthouse-dns computes every distinct answer once, then serves it from its answer cache until the data
 changes), then its maximum QPS is measured, then latency at half of its OWN maximum. Every answer type is
 spot-checked on both servers against the answers the data implies, before and after the load. See
-bench/README.md ("dns.py") for what every number means.
+bench/README.md ("dns.py") for what every number means; two rows are not described there yet: "server CPU us
+per query" (at max QPS, 1e6 / QPS per server CPU: a cached answer's whole cost, kernel included) and
+"in-process us per answer" (a child process pinned like the server runs the same lighthouse-dns App against
+the same API server and calls `DnsServer.handle_datagram` directly, no sockets: µs per cached answer, best of
+5 passes over the query file, and per computed answer, every distinct question once).
 
     .venv/bin/python bench/dns.py            # 10,000 services, 10 s per measurement (under 2 minutes)
     .venv/bin/python bench/dns.py --quick    # 400 services, 2 s per measurement (~15 s; used by the test)
@@ -731,6 +735,86 @@ def measure(server: DnsProcess, qfile: Path, opts: Options, client_cpu: int | No
             "rss_mib": round(rss / 1024, 1), "peak_rss_mib": round(hwm / 1024, 1)}
 
 
+# =========================================================================================== in-process
+
+
+def micro_child(kubeconfig: str, qfile: str, local: str) -> dict[str, Any]:
+    """In this process (a child pinned like the server): the real `lighthouse-dns` App and plugins against the same
+    API server, and `DnsServer.handle_datagram` called directly (no sockets): µs per computed answer (every
+    distinct question once, the first pass's work) and per cached answer (the whole file, best of 5 passes)."""
+    import gc
+    import io
+
+    import dns.message
+
+    from submariner.lighthouse.dns.cli import App
+    from submariner.lighthouse.dns.process import ProcessState
+
+    async def run() -> dict[str, Any]:
+        process = ProcessState(out=io.StringIO(), kubeconfig=kubeconfig, cluster_id=local)
+        work = Path(tempfile.mkdtemp(prefix="bench-dns-micro-"))
+        try:
+            corefile = work / "Corefile"
+            corefile.write_text(f"{ZONE} {{\n    bind 127.0.0.1\n    lighthouse\n    errors\n"
+                                f"    prometheus 127.0.0.1:0\n}}\n")
+            app = App(str(corefile), 0, process)
+            await app.start()
+            deadline = time.monotonic() + 120
+            while not process.readiness()[0]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("in-process lighthouse-dns not ready")
+                await asyncio.sleep(0.05)
+            server = next(iter(app.servers.values()))
+            server.set_udp_sender(lambda data, addr: None)
+            wires = []
+            for i, line in enumerate(Path(qfile).read_text().splitlines()):
+                name, qtype = line.split()
+                q = dns.message.make_query(name, qtype, use_edns=0, payload=EDNS_PAYLOAD)
+                q.id = i & 0xFFFF
+                wires.append(q.to_wire())
+            firsts = list({w[2:]: w for w in reversed(wires)}.values())
+            addr = ("127.0.0.1", 40000)
+            handle = server.handle_datagram
+            gc.collect()
+            start = time.perf_counter()
+            for w in firsts:
+                handle(w, addr)
+                if server._tasks:
+                    await asyncio.sleep(0)
+            while server._tasks:
+                await asyncio.sleep(0)
+            miss = (time.perf_counter() - start) / len(firsts)
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                for w in wires:
+                    handle(w, addr)
+                best = min(best, (time.perf_counter() - start) / len(wires))
+            await app.shutdown()
+            return {"miss_us": round(miss * 1e6, 2), "hit_us": round(best * 1e6, 2), "answers": len(firsts),
+                    "queries": len(wires)}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return asyncio.run(run())
+
+
+def micro(kubeconfig: Path, qfile: Path, cpu: int | None) -> dict[str, Any]:
+    """`micro_child` in a child process pinned to the server's CPU; {} when it fails (reported, not fatal)."""
+    argv = pinned(cpu, [sys.executable, str(Path(__file__).resolve()), "--micro-child", str(kubeconfig), str(qfile),
+                        LOCAL])
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        log("in-process micro benchmark timed out")
+        return {}
+    if proc.returncode != 0 or not proc.stdout.strip():
+        log(f"in-process micro benchmark failed: {proc.stderr[-1000:]}")
+        return {}
+    result: dict[str, Any] = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 # =========================================================================================== run
 
 
@@ -802,6 +886,10 @@ def run(opts: Options) -> dict[str, Any]:
                                                   cpus[1], work / "unbound-same.txt", rate=same, verbose=True)
         lh_rss_end, lh_hwm = memory_kib(lh.pid)
         after = spot_check([lh, ub], zone, queries, max(2, opts.check_per_category // 5))
+        for proc in (lh, ub):  # the in-process measurement gets the CPU to itself
+            proc.stop()
+        log("in-process: lighthouse-dns handle_datagram, computed and cached answers")
+        in_process = micro(work / "kubeconfig", qfile, server_cpu)
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -829,6 +917,7 @@ def run(opts: Options) -> dict[str, Any]:
         "lighthouse_rss_mib": round(lh_rss_loaded / 1024, 1),
         "lighthouse_rss_end_mib": round(lh_rss_end / 1024, 1),
         "lighthouse_peak_rss_mib": round(lh_hwm / 1024, 1),
+        "in_process": in_process,
         "unbound": u, "lighthouse": lhr,
         "ratio": round(ratio, 3),
         "ratio_first_pass": round(lhr["first_pass"]["qps"] / u["first_pass"]["qps"], 3)
@@ -874,6 +963,9 @@ def report(s: dict[str, Any]) -> str:
                                                for r in (lh, u)),
             "server near 100% = the server is the bottleneck" + (
                 "; unbound was dnsperf-bound: its max is a lower bound" if u["max"]["client_bound"] else "")),
+        Row("  server CPU us per query", tuple(f"{1e6 / r['max']['qps_per_server_cpu']:.2f}"
+                                               if r["max"]["qps_per_server_cpu"] else "-" for r in (lh, u)),
+            "at max QPS: cached answers, kernel time (recv, send) included"),
         Row("  QPS per server CPU", pair("{:,.0f}", "max", "qps_per_server_cpu"),
             f"ratio {s['ratio_per_cpu']:.3f}: the comparison that holds when a server was not saturated"),
         Row("  other load, cores", pair("{:.2f}", "max", "other_load_cores"), "busy CPU not from this benchmark"),
@@ -886,6 +978,9 @@ def report(s: dict[str, Any]) -> str:
         Row(f"at {lh['half_rate']:,.0f} QPS p50 / p99 ms", tuple(f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f}"
                                                          for r in (lh["half"], u["same_rate"])),
             "both at lighthouse-dns's half-load rate"),
+        Row("in-process us per answer", (f"{s['in_process']['hit_us']:.2f} / {s['in_process']['miss_us']:.1f}"
+                                         if s["in_process"] else "failed", "-"),
+            "DnsServer.handle_datagram without sockets: cached / computed (every distinct question once)"),
         Row("RSS MiB (peak)", (f"{s['lighthouse_rss_end_mib']:.0f} ({s['lighthouse_peak_rss_mib']:.0f})",
                                f"{u['rss_mib']:.0f} ({u['peak_rss_mib']:.0f})"),
             f"lighthouse after load: {s['lighthouse_rss_mib']:.0f} MiB (goal < 150: {ok('rss_lt_150mib')})"),
@@ -948,6 +1043,10 @@ def parse_args(argv: list[str]) -> Options:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--micro-child"]:
+        install_uvloop()
+        print(orjson.dumps(micro_child(*argv[1:4])).decode(), flush=True)
+        return 0
     opts = parse_args(argv)
     missing = missing_packages()
     if missing:

@@ -212,3 +212,46 @@ def test_namespace_scope_and_stop_is_prompt(cluster: FakeCluster) -> None:
     assert time.monotonic() - started < 1.0
     assert cluster.watch_count() == 0
     assert not inf.wait_for_sync(0.01) or inf.has_synced()
+
+
+def test_transform_slims_cached_objects_and_relists_still_diff(cluster: FakeCluster) -> None:
+    """`transform` runs before caching and before the handlers; the relist diff works on the slim objects."""
+    cms = cluster.resource(CONFIGMAPS)
+    cms.create({**cm("a", v="1", big="x" * 1000), "metadata": {
+        "name": "a", "namespace": "ns1", "labels": {"keep": "yes"},
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"}}})
+    cms.create(cm("b", v="1"))
+
+    def slim(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        if meta["name"] == "boom":
+            raise ValueError("transform bug")
+        return {"metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion", "labels") if k in meta},
+                "data": {"v": (obj.get("data") or {}).get("v", "")}}
+
+    rec = Recorder()
+    inf = Informer(cms, transform=slim, backoff=(0.01, 0.05), **rec.handlers())
+    seen: list[dict[str, Any]] = []
+    inf.add_handlers(on_add=seen.append, on_update=lambda old, new: seen.append(new))
+    inf.start()
+    assert inf.wait_for_sync(5)
+    a = inf.get("ns1", "a")
+    assert a is not None and a["data"] == {"v": "1"} and a["metadata"]["labels"] == {"keep": "yes"}
+    assert "annotations" not in a["metadata"] and "uid" not in a["metadata"]
+    assert all(set(o["data"]) == {"v"} for o in seen)  # handlers get the slim objects too
+    obj = cms.get("ns1", "b")
+    obj["data"]["v"] = "2"
+    cms.update(obj)
+    cms.create(cm("boom", v="3", other="kept"))
+    eventually(lambda: len(rec.events) == 4)
+    assert inf.get("ns1", "boom")["data"] == {"v": "3", "other": "kept"}  # type: ignore[index]
+    with cluster.blackout():  # missed events: a 410, then a relist diffed against the slim cache
+        cms.delete("ns1", "a")
+        obj = cms.get("ns1", "b")
+        obj["data"]["v"] = "3"
+        cms.update(obj)
+    eventually(lambda: len(rec.events) == 6)
+    time.sleep(0.2)
+    assert rec.events[2:] == [("update", "b", "2"), ("add", "boom", "3"), ("delete", "a", ""), ("update", "b", "3")]
+    assert rec.model == server_state(cluster) and inf.relists == 1
+    inf.stop()

@@ -27,6 +27,7 @@ from submariner.lighthouse.dns.server import DnsServer
 # -- the stand-in plugin (this module is its module) ---------------------------------------------------------
 NAME = "lighthouse"
 ONCE = False
+SYNC_SAFE = True  # stand-ins need no task context (a test sets False to check the task path)
 PLUGIN_KEY = "test.plugin"
 
 

@@ -25,6 +25,7 @@ TOP_KEYS = {
     "queries_in_file", "distinct_queries", "mix", "unbound_records", "duration_s", "lighthouse_ready_s",
     "unbound_ready_s", "lighthouse_rss_mib", "lighthouse_rss_end_mib", "lighthouse_peak_rss_mib",
     "unbound", "lighthouse", "ratio", "ratio_per_cpu", "ratio_first_pass", "correctness", "correct", "goals",
+    "in_process",
 }
 RUN_KEYS = {"sent", "completed", "lost", "qps", "rcodes", "server_cpu_util", "client_cpu_util", "qps_per_server_cpu"}
 SERVER_KEYS = {"first_pass", "max", "half", "half_rate", "rss_mib", "peak_rss_mib"}
@@ -52,6 +53,7 @@ def test_dns_bench_quick_json() -> None:
         assert server["half"]["p99_ms"] >= server["half"]["p50_ms"] > 0
     assert "p99_ms" in summary["unbound"]["same_rate"]
     assert summary["lighthouse_rss_mib"] > 0 and summary["ratio"] > 0
+    assert summary["in_process"]["hit_us"] > 0 and summary["in_process"]["miss_us"] > 0  # handle_datagram timing
     for phase in ("before", "after"):
         check = summary["correctness"][phase]
         assert check["checked"] > 0 and check["categories"] == len(summary["mix"])

@@ -16,8 +16,8 @@ def _reply(query: dns.message.Message, ip: str) -> bytes:
 
 
 def _info() -> AnswerInfo:
-    return AnswerInfo(name="a.ns.svc.clusterset.local.", qtype=1, qclass=1, rcode=0, plugin="lighthouse",
-                      zone="clusterset.local.", server="dns://:0", do=False, bufsize=512)
+    return AnswerInfo(qtype=1, qclass=1, rcode=0, plugin="lighthouse", zone="clusterset.local.", server="dns://:0",
+                      do=False, bufsize=512)
 
 
 def test_answer_computed_before_a_change_is_not_served_after_it() -> None:
@@ -28,10 +28,10 @@ def test_answer_computed_before_a_change_is_not_served_after_it() -> None:
 
     policy = CachePolicy(scope)  # the answer is computed now...
     scope.invalidate()  # ...an informer thread applies a change...
-    cache.insert(raw, [_reply(query, "10.0.0.1")], scope, policy.max_age, _info(), (), policy.generation)
-    assert cache.lookup(raw) is None  # ...so the stored answer is already stale.
+    assert not cache.insert(raw, [_reply(query, "10.0.0.1")], scope, policy.max_age, _info(), policy.generation)
+    assert cache.lookup(raw) is None  # ...so the answer is already stale and is not stored.
 
     fresh = CachePolicy(scope)
-    cache.insert(raw, [_reply(query, "10.0.0.2")], scope, fresh.max_age, _info(), (), fresh.generation)
+    cache.insert(raw, [_reply(query, "10.0.0.2")], scope, fresh.max_age, _info(), fresh.generation)
     hit = cache.lookup(raw)
     assert hit is not None and dns.message.from_wire(hit[0]).answer[0][0].address == "10.0.0.2"

@@ -455,7 +455,7 @@ def test_answer_cache_is_bounded_and_keeps_hot_entries() -> None:
 
     cache = answers.AnswerCache(max_entries=50)
     scope = CacheScope("t")
-    info = AnswerInfo(name="x.", qtype=1, qclass=1, rcode=0, plugin="", zone=".", server="", do=False, bufsize=512)
+    info = AnswerInfo(qtype=1, qclass=1, rcode=0, plugin="", zone=".", server="", do=False, bufsize=512)
 
     def wire_for(i: int) -> tuple[bytes, bytes]:
         q = dns.message.make_query(f"n{i}.example.", "A")
@@ -463,10 +463,10 @@ def test_answer_cache_is_bounded_and_keeps_hot_entries() -> None:
         return q.to_wire(), r.to_wire()
 
     hot_q, hot_r = wire_for(0)
-    assert cache.insert(hot_q, [hot_r], scope, 60, info, ())
+    assert cache.insert(hot_q, [hot_r], scope, 60, info)
     for i in range(1, 500):
         q, r = wire_for(i)
-        cache.insert(q, [r], scope, 60, info, ())
+        cache.insert(q, [r], scope, 60, info)
         assert cache.lookup(hot_q) is not None  # touched on every round: survives
     assert len(cache) == 50 and cache.evictions == 450
 

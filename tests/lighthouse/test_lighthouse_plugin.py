@@ -18,8 +18,10 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,10 +32,11 @@ from submariner.broker.api.submariner import GATEWAYS
 from submariner.broker.kube import ENDPOINT_SLICES, Unavailable
 from submariner.broker.kube.fake import FakeCluster
 from submariner.lighthouse.dns import corefile
+from submariner.lighthouse.dns.answers import AnswerCache
 from submariner.lighthouse.dns.chain import build_block, no_next
 from submariner.lighthouse.dns.config import build_configs
 from submariner.lighthouse.dns.lighthouse_model import Balancer, Model, Port, synthesized_label
-from submariner.lighthouse.dns.plugin import AnswerInfo, Controller, Hit, Request, Result, SetupError
+from submariner.lighthouse.dns.plugin import AnswerInfo, Controller, Request, Result, SetupError
 from submariner.lighthouse.dns.plugins import lighthouse as lh
 from submariner.lighthouse.dns.process import ProcessState
 
@@ -1202,22 +1205,34 @@ class TestMetric:
             await e.close()
 
     async def test_cache_hits_follow_the_cached_rotation(self, env: Env) -> None:
-        """What the server does on hits: serve variant i, then tell the observers (plugin.AnswerInfo memo)."""
+        """What the server does on hits: the cache serves reply h % 3 on hit h and counts it; folding those
+        counts (at scrape time) adds each reply's metric labels (`CachePolicy.hit_tags`) as often as it was served."""
         await three_clusters(env)
         req = make_request(f"{SVC}.{NS}.svc.{Z}")
         result = await env.handler(req)
-        assert result.cache is not None and result.cache.variants is not None
-        wires = [result.msg, *result.cache.variants]
-        order = [next(iter(m.answer[0])).address for m in wires]  # type: ignore[union-attr]
-        info = AnswerInfo(name=req.name_lower, qtype=1, qclass=1, rcode=0, plugin="lighthouse", zone=Z + ".",
-                          server=req.server, do=False, bufsize=512)
+        assert result.cache is not None and result.cache.variants is not None and result.msg is not None
+        replies = [result.msg, *result.cache.variants]
+        order = [next(iter(m.answer[0])).address for m in replies]
         observer = env.c.block.observers[0]
-        idx = 1
+        assert env.c.block.counters == [observer] and not env.c.block.eager
+        assert result.cache.hit_tags is not None and len(result.cache.hit_tags[observer]) == 3
+        info = AnswerInfo(qtype=1, qclass=1, rcode=0, plugin="lighthouse", zone=Z + ".", server=req.server,
+                          do=False, bufsize=512, counters=(observer,))  # type: ignore[arg-type]
+        cache = AnswerCache()
+        assert cache.insert(req.wire, [m.to_wire() for m in replies], result.cache.scope, 60, info,
+                            result.cache.generation, result.cache.hit_tags)
+        served = []
         for _ in range(6):
-            observer.on_hit(Hit(info, req.wire, b"", req.remote, "udp", 0.0))
-            idx = (idx + 1) % 3
+            hit = cache.lookup(req.wire)
+            assert hit is not None
+            served.append(dns.message.from_wire(hit[0]).answer[0][0].address)
+        assert served == [order[1], order[2], order[0]] * 2
+        assert {ip: env.count(f"c{ip.split('.')[1]}", ip) for ip in order} == {order[0]: 1, order[1]: 0, order[2]: 0}
+        cache.fold_all()
         counts = {ip: env.count(f"c{ip.split('.')[1]}", ip) for ip in order}
         assert counts == {order[0]: 3, order[1]: 2, order[2]: 2}  # the miss + hits 1,2,0,1,2,0
+        cache.fold_all()  # nothing new: nothing added
+        assert {ip: env.count(f"c{ip.split('.')[1]}", ip) for ip in order} == counts
 
 
 # == §8 beyond upstream ====================================================================================
@@ -1677,3 +1692,142 @@ async def test_end_to_end_through_the_real_server(tmp_path: Any) -> None:
         assert (await h.tcp(dns.message.make_query(f"{SVC}.{NS}.svc.{Z}", "SRV"))).answer[0][0].port == 80
     finally:
         await h.stop()
+
+
+# == replies built in wire form ============================================================================
+
+
+def _shape(msg: dns.message.Message | None) -> Any:
+    """Everything a client sees of a reply, records in order (the wire path keeps the RRset order)."""
+    if msg is None:
+        return None
+    parsed = dns.message.from_wire(msg.to_wire(want_shuffle=False))  # dnspython shuffles records by default
+    return (int(parsed.flags), [[(rrset.name.to_text(), rrset.ttl, rrset.rdclass, rrset.rdtype,
+                                             [rd.to_text() for rd in rrset]) for rrset in section]
+                                           for section in parsed.sections])
+
+
+async def _wire_scenario(options: str = "") -> Env:
+    e = await Env.start(options, cluster_id="c1")
+    await e.add_si()  # ClusterSetIP nginx: c2, c3 (round robin), dual-stack in c2
+    for i in (2, 3):
+        await e.add_eps(f"c{i}", f"10.{i}.0.10", ports=(HTTP, HTTPS))
+    await e.add_eps("c2", "fd00::2", ports=(HTTP, HTTPS))
+    await e.add_si("db", headless=True)
+    await e.add_eps("c1", svc="db", headless=True, endpoints=[
+        ep("10.1.1.1", hostname="web-0"), ep("10.1.1.2", hostname="Web-1"), ep("10.1.1.3", pod="db-xyz")])
+    await e.add_eps("c3", "10.3.1.1", "10.3.1.1", svc="db", headless=True)
+    return e
+
+
+WIRE_QUERIES = [
+    (f"{SVC}.{NS}.svc.{Z}", "A"), (f"NgInX.{NS}.SVC.ClusterSet.Local", "A"), (f"{SVC}.{NS}.svc.{Z}", "AAAA"),
+    (f"{SVC}.{NS}.svc.{Z}", "SRV"), (f"_http._tcp.{SVC}.{NS}.svc.{Z}", "SRV"),
+    (f"_none._udp.{SVC}.{NS}.svc.{Z}", "SRV"),
+    (f"c2.{SVC}.{NS}.svc.{Z}", "A"), (f"C3.{SVC}.{NS}.svc.{Z}", "SRV"), (f"c9.{SVC}.{NS}.svc.{Z}", "A"),
+    (f"db.{NS}.svc.{Z}", "A"), (f"db.{NS}.svc.{Z}", "SRV"), (f"web-0.c1.db.{NS}.svc.{Z}", "A"),
+    (f"WEB-1.c1.db.{NS}.svc.{Z}", "A"), (f"db-xyz.c1.db.{NS}.svc.{Z}", "SRV"), (f"c3.db.{NS}.svc.{Z}", "A"),
+    (f"web-9.c1.db.{NS}.svc.{Z}", "A"), (f"db.{NS}.svc.{Z}", "AAAA"), (f"missing.{NS}.svc.{Z}", "A"),
+    (f"{NS}.svc.{Z}", "A"), (Z, "SRV"), (f"{SVC}.{NS}.svc.{Z}", "MX"), ("example.org", "A"),
+    (f"{SVC}.{NS}.svc.{Z}", "TXT"), (f"dns-version.{Z}", "TXT"),
+]
+
+
+@pytest.mark.parametrize("options", ["", "soa off", "ttl 30", "srv_glue on"])
+async def test_wire_replies_are_the_replies_dnspython_builds(options: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same scenario twice (so the round robin is in the same state): wire replies, then dnspython's."""
+    results = []
+    for wire in (True, False):
+        if not wire:
+            monkeypatch.setattr(lh._Question, "of", classmethod(lambda cls, req, qname: None))
+        e = await _wire_scenario(options)
+        try:
+            shapes = []
+            for name, qtype in WIRE_QUERIES:
+                for rd in (True, False):
+                    req = make_request(name, qtype, rd=rd, cd=not rd)
+                    result = await e.handler(req)
+                    variants = result.cache.variants if result.cache is not None else None
+                    if wire and options != "srv_glue on" and "dns-version" not in name:
+                        assert isinstance(result.msg, lh.WireReply)
+                    shapes.append((name, qtype, result.rcode, _shape(result.msg),
+                                   [_shape(v) for v in variants or ()]))
+            results.append(shapes)
+        finally:
+            await e.close()
+    for got, want in zip(*results, strict=True):
+        assert got == want
+
+
+def test_wire_reply_reads_its_sections_only_when_asked() -> None:
+    req = make_request(f"{SVC}.{NS}.svc.{Z}")
+    qw = lh._Question.of(req, req.msg.question[0].name)
+    assert qw is not None
+    head = b"\xc0\x0c" + lh._RR.pack(1, 1, 5, 4)
+    reply = qw.reply(NOERROR, [head + bytes([10, 0, 0, 1])])
+    assert reply.intact_wire() is not None and reply.rcode() == NOERROR
+    reply.set_rcode(NXDOMAIN)  # header changes are still sent as built, patched
+    assert dns.message.from_wire(reply.to_wire()).rcode() == NXDOMAIN
+    assert reply.answer[0][0].address == "10.0.0.1"  # reading the sections parses them...
+    assert reply.intact_wire() is None
+    reply.answer[0].add(dns.rdata.from_text("IN", "A", "10.0.0.2"))  # ...and changes to them are rendered
+    out = dns.message.from_wire(reply.to_wire())
+    assert sorted(rd.address for rd in out.answer[0]) == ["10.0.0.1", "10.0.0.2"] and out.rcode() == NXDOMAIN
+
+
+# == what the informers keep ===============================================================================
+
+
+def test_slim_objects_keep_what_the_model_reads_as_copies() -> None:
+    from submariner.lighthouse.dns import lighthouse_model as lm
+    from submariner.lighthouse.dns.k8s import Kept, metadata_and_labels
+
+    full = eps("c2", svc="db", headless=True, endpoints=[ep("10.2.0.7", hostname="web-0", pod="db-0")],
+               annotations={lm.LAST_APPLIED: "{...}", "lighthouse.submariner.io/publish-not-ready-addresses": "true"},
+               source_name="db-src")
+    full["metadata"].update(uid="u-1", resourceVersion="17", creationTimestamp="2026-01-01T00:00:00Z",
+                            managedFields=[{"manager": "x"}])
+    slim = lm.slim_endpoint_slice(full)
+    assert slim["metadata"] == {"name": full["metadata"]["name"], "namespace": NS, "resourceVersion": "17",
+                                "labels": full["metadata"]["labels"], "annotations": {
+                                    "lighthouse.submariner.io/globalnet-enabled": "false",
+                                    "lighthouse.submariner.io/publish-not-ready-addresses": "true"}}
+    assert slim["endpoints"] == [{"addresses": ["10.2.0.7"], "conditions": {"ready": True}, "hostname": "web-0",
+                                  "targetRef": {"kind": "Pod", "name": "db-0"}}]
+    assert slim["ports"] == [HTTP] and slim["addressType"] == "IPv4"
+    # copies, so that they do not keep the decoded list's memory alive; repeated values shared
+    assert slim["metadata"]["name"] is not full["metadata"]["name"]
+    assert slim["endpoints"][0]["addresses"][0] is not full["endpoints"][0]["addresses"][0]
+    again = lm.slim_endpoint_slice(eps("c2", "10.2.0.8", svc="db"))
+    assert again["metadata"]["labels"]["multicluster.kubernetes.io/service-name"] is \
+        slim["metadata"]["labels"]["multicluster.kubernetes.io/service-name"]
+    model_full, model_slim = Model(local_cluster_id="c1"), Model(local_cluster_id="c1")
+    model_full.apply_service_import("add", si("db", headless=True))
+    model_slim.apply_service_import("add", lm.slim_service_import(si("db", headless=True)))
+    model_full.apply_endpoint_slice("add", full)
+    model_slim.apply_endpoint_slice("add", slim)
+    assert model_full.resolve(NS, "db", "c2") == model_slim.resolve(NS, "db", "c2")
+    kept = metadata_and_labels(slim)
+    assert isinstance(kept, Kept) and kept["metadata"] is kept and kept.get("metadata") is kept
+    assert kept["resourceVersion"] == "17" and kept["labels"] is slim["metadata"]["labels"]
+    model_slim.apply_endpoint_slice("delete", kept)  # deletes need only metadata and labels
+    assert model_slim.resolve(NS, "db", "c2") == ((), True, False)
+    gw = {"metadata": {"name": "gw", "namespace": OP_NS}, "status": gateway("c1", {"c2": "connected"})}
+    assert lm.slim_gateway(gw)["status"] == {"haStatus": "active", "localEndpoint": {"cluster_id": "c1"},
+                                             "connections": [{"status": "connected", "endpoint": {"cluster_id": "c2"}}]}
+
+
+def test_answer_cache_is_bounded_by_bytes_too() -> None:
+    from submariner.lighthouse.dns.answers import ENTRY_OVERHEAD
+    from submariner.lighthouse.dns.plugin import CacheScope
+
+    scope = CacheScope("t")
+    info = AnswerInfo(qtype=1, qclass=1, rcode=0, plugin="", zone=".", server="", do=False, bufsize=512)
+    cache = AnswerCache(max_entries=1000, max_bytes=20 * (ENTRY_OVERHEAD + 200))
+    for i in range(100):
+        q = dns.message.make_query(f"n{i}.example.", "A")
+        r = dns.message.make_response(q)
+        r.answer.append(dns.rrset.from_text(f"n{i}.example.", 5, "IN", "A", "10.0.0.1"))
+        assert cache.insert(q.to_wire(), [r.to_wire()], scope, 60, info)
+    assert cache.bytes <= cache.max_bytes and 10 < len(cache) < 30 and cache.evictions == 100 - len(cache)
+    assert cache.bytes == sum(e.size(k) for k, e in cache.entries.items())

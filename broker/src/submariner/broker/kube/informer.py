@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 AddHandler = Callable[[Obj], None]
 UpdateHandler = Callable[[Obj, Obj], None]
 DeleteHandler = Callable[[Obj], None]
+Transform = Callable[[Obj], Obj]
 _Objs = list[Obj]
 
 
@@ -47,6 +48,18 @@ class Informer:
 
     Handlers run on that thread, in event order, and must be quick (enqueue work elsewhere). Cached
     objects are shared: treat them as read-only.
+
+    `transform` (optional) slims every object before it is cached and handed to the handlers (CoreDNS's
+    informers do the same with a TransformFunc): return the object, or a smaller one with what the consumer
+    reads. Keep `metadata.name`, `metadata.namespace` and `metadata.resourceVersion`: the relist diff needs
+    them. It runs on the informer thread, may modify the object it is given (which is not shared yet) and
+    must not raise; an object it fails on is cached as received (minus managedFields).
+
+    `keep` (optional) goes further for consumers that copy what they need out of every add and update
+    (a model): the handlers get the transformed object, the cache only `keep(transformed)`. `get`, `list`,
+    `add_handlers`' replay, the old object of an update and the object of a delete found by a relist are
+    then kept objects: keep what those need (at least name, namespace and resourceVersion). Same rules as
+    `transform`; when it fails the transformed object is cached.
     """
 
     def __init__(
@@ -62,8 +75,12 @@ class Informer:
         on_delete: DeleteHandler | None = None,
         watch_timeout: int = 300,
         backoff: tuple[float, float] = (0.2, 30.0),
+        transform: Transform | None = None,
+        keep: Transform | None = None,
     ) -> None:
         self._client = client
+        self._transform = transform
+        self._keep = keep
         self._namespace = namespace or None
         self._label_selector = label_selector
         self._field_selector = field_selector
@@ -199,10 +216,14 @@ class Informer:
 
     def _replace(self, items: _Objs) -> None:
         """Apply a full list: synthesise the events the informer missed since its last watch."""
-        fresh: dict[ObjectKey, Obj] = {}
+        full: dict[ObjectKey, Obj] = {}
         for obj in items:
-            _strip(obj)
-            fresh[key_of(obj)] = obj
+            obj = self._slim(obj)
+            full[key_of(obj)] = obj
+        fresh = full if self._keep is None else {key: self._kept(obj) for key, obj in full.items()}
+        # The listed objects go all at once (and the caller's list must not keep them alive while it watches):
+        # a large list then leaves whole free arenas behind, not holes between what the transforms kept.
+        items.clear()
         with self._dispatch:
             with self._lock:
                 old = self._cache
@@ -212,7 +233,7 @@ class Informer:
             for key, obj in old.items():
                 if key not in fresh:
                     self._notify("delete", obj, None)
-            for key, obj in fresh.items():
+            for key, obj in full.items():
                 prev = old.get(key)
                 if prev is None:
                     self._notify("add", obj, None)
@@ -227,7 +248,7 @@ class Informer:
             if rv:
                 self._rv = rv
             return
-        _strip(obj)
+        obj = self._slim(obj)
         key = key_of(obj)
         with self._dispatch:
             with self._lock:
@@ -235,7 +256,7 @@ class Informer:
                 if etype == "DELETED":
                     self._cache.pop(key, None)
                 else:
-                    self._cache[key] = obj
+                    self._cache[key] = obj if self._keep is None else self._kept(obj)
             if rv:
                 self._rv = rv
             if etype == "DELETED":
@@ -245,6 +266,24 @@ class Informer:
                 self._notify("add", obj, None)
             elif resource_version_of(prev) != rv:
                 self._notify("update", prev, obj)
+
+    def _slim(self, obj: Obj) -> Obj:
+        _strip(obj)
+        if self._transform is None:
+            return obj
+        try:
+            return self._transform(obj)
+        except Exception:
+            log.exception("informer transform failed informer=%s", self.name)
+            return obj
+
+    def _kept(self, obj: Obj) -> Obj:
+        assert self._keep is not None
+        try:
+            return self._keep(obj)
+        except Exception:
+            log.exception("informer keep failed informer=%s", self.name)
+            return obj
 
     def _notify(self, kind: str, a: Obj, b: Obj | None) -> None:
         for h in self._handlers:

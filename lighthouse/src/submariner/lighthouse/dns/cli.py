@@ -228,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if path is None and os.path.exists("Corefile"):
         path = "Corefile"
     process = ProcessState(kubeconfig=args.kubeconfig, cluster_id=args.cluster_id)
+    process.freeze_gc = True
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         app = App(path, args.port, process)
         return runner.run(app.run())

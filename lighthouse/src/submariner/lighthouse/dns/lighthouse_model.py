@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from submariner.broker.api import labels as L
@@ -25,6 +26,7 @@ from submariner.broker.api.multicluster import SERVICE_IMPORTS
 from submariner.broker.api.operator import SUBMARINERS
 from submariner.broker.api.submariner import GATEWAYS
 from submariner.broker.kube import ENDPOINT_SLICES, ClientFactory, Informer, KubeError, Obj
+from submariner.lighthouse.dns.k8s import metadata_and_labels, metadata_labels_annotations
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,22 @@ def _address(text: Any, address_filter: bool) -> ipaddress.IPv4Address | ipaddre
     return ip
 
 
+_PORTS: dict[tuple[Port, ...], tuple[Port, ...]] = {}
+
+
+def _shared_ports(ports: tuple[Port, ...]) -> tuple[Port, ...]:
+    """One tuple per distinct port list (thousands of services have the same few): saves a tuple and its Ports
+    per record."""
+    if not ports:
+        return ()
+    shared = _PORTS.get(ports)
+    if shared is None:
+        if len(_PORTS) >= 4096:
+            _PORTS.clear()
+        shared = _PORTS[ports] = ports
+    return shared
+
+
 def _ports(raw: Any) -> tuple[Port, ...]:
     out: list[Port] = []
     if isinstance(raw, list):
@@ -203,7 +221,7 @@ def _ports(raw: Any) -> tuple[Port, ...]:
                 continue
             out.append(Port(str(p.get("name") or ""), str(p.get("protocol") or "TCP"), int(p["port"]),
                             str(p.get("appProtocol") or "")))
-    return tuple(out)
+    return _shared_ports(tuple(out))
 
 
 def _hostname(ep: Mapping[str, Any]) -> str:
@@ -263,28 +281,52 @@ class _Slice(NamedTuple):
 class _Cluster:
     """One cluster's data for one address family of one service."""
 
-    __slots__ = ("by_host", "healthy", "merged", "own", "records")
+    __slots__ = ("_by_host", "healthy", "merged", "own", "records")
 
     def __init__(self, records: tuple[Record, ...], healthy: bool) -> None:
         self.records = records
         self.healthy = healthy
         self.own = records[:1]
         self.merged = self.own
-        by_host: dict[str, list[Record]] = {}
-        for r in records:
-            by_host.setdefault(r.label.lower(), []).append(r)
-        self.by_host = by_host
+        self._by_host: dict[str, list[Record]] | None = None
+
+    @property
+    def by_host(self) -> dict[str, list[Record]]:
+        """Records by lower-case label (headless hostname lookups only: built on first use)."""
+        by_host = self._by_host
+        if by_host is None:
+            by_host = {}
+            for r in self.records:
+                by_host.setdefault(r.label.lower(), []).append(r)
+            self._by_host = by_host
+        return by_host
 
 
 class _Family:
-    __slots__ = ("balancer", "clusters", "merged_ports", "order", "vip")
+    __slots__ = ("_balancer", "clusters", "merged_ports", "order", "vip")
 
     def __init__(self) -> None:
         self.clusters: dict[str, _Cluster] = {}
         self.order: tuple[str, ...] = ()
-        self.balancer: Balancer[str] = Balancer()
+        self._balancer: Balancer[str] | None = None
         self.merged_ports: tuple[Port, ...] = ()
         self.vip: tuple[Record, ...] = ()
+
+    @property
+    def balancer(self) -> Balancer[str]:
+        """The round robin over `order`, built on first use (most services are answered local-first and never
+        need one); a new set of clusters starts a new one (D9)."""
+        balancer = self._balancer
+        if balancer is None:
+            balancer = self._balancer = Balancer()
+            for c in self.order:
+                balancer.add(c, 1)
+        return balancer
+
+
+#: The IPv6 family of the (many) services without IPv6 data: shared, never modified (see `_Service.family`).
+_NO_FAMILY = _Family()
+_NO_LOCAL: Mapping[str, Obj] = MappingProxyType({})
 
 
 class _Spec(NamedTuple):
@@ -293,18 +335,29 @@ class _Spec(NamedTuple):
     ports: tuple[Port, ...]
 
 
+_NO_SPEC = _Spec(False, (), ())
+
+
 class _Service:
     __slots__ = ("entry", "exported", "families", "key", "known", "local", "slices", "spec")
 
     def __init__(self, key: ServiceKey) -> None:
         self.key = key
-        self.spec = _Spec(False, (), ())
+        self.spec = _NO_SPEC
         self.exported = False
         self.entry = False  # upstream's serviceMap membership: answers exist only while True
         self.slices: dict[str, _Slice] = {}
-        self.local: dict[str, Obj] = {}  # local Kubernetes EndpointSlices by name (headless + Globalnet)
-        self.families = (_Family(), _Family())
-        self.known: set[str] = set()  # lower-case IDs of clusters with an entry
+        self.local: Mapping[str, Obj] = _NO_LOCAL  # local Kubernetes EndpointSlices by name (headless + Globalnet)
+        self.families: tuple[_Family, _Family] = (_Family(), _NO_FAMILY)
+        self.known: tuple[str, ...] = ()  # lower-case IDs of clusters with an entry
+
+    def family(self, index: int) -> _Family:
+        """The family to modify (the shared empty IPv6 family is replaced by the service's own first)."""
+        fam = self.families[index]
+        if fam is _NO_FAMILY:
+            fam = _Family()
+            self.families = (self.families[0], fam) if index else (fam, self.families[1])
+        return fam
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -318,6 +371,148 @@ def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
 
 
 _EMPTY: tuple[Record, ...] = ()
+
+
+# -- what the informers keep ------------------------------------------------------------------------------
+#
+# The informers cache every ServiceImport, Lighthouse EndpointSlice and Gateway; as decoded JSON they would be
+# most of the process's memory (uids, timestamps, managedFields, last-applied annotations, status lists, one
+# copy of every repeated label value per object). These transforms keep what the model and the relist diff
+# read, with repeated strings shared and identical port lists shared. The model never mutates them.
+#
+# Every string they keep is a copy: an initial list decodes the whole resource at once, and a few strings per
+# object surviving in the middle of it (names, resourceVersions, label values) would pin most of the memory
+# allocator's arenas that the list filled, long after the rest of it was freed.
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_READY: dict[bool, dict[str, bool]] = {True: {"ready": True}, False: {"ready": False}}
+_PORT_LISTS: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+_STRINGS: dict[str, str] = {}
+_PORT_KEYS = ("name", "protocol", "port", "appProtocol")
+
+
+def _copy(value: Any) -> Any:
+    """A string as a new object (see above); anything else as it is."""
+    if value.__class__ is str:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    return value
+
+
+def _i(value: Any) -> Any:
+    """A short string shared by every object that has it (label values, namespaces, cluster IDs repeat across
+    thousands of objects), as a copy (see above)."""
+    if value.__class__ is not str or len(value) > 64:
+        return _copy(value)
+    shared = _STRINGS.get(value)
+    if shared is None:
+        if len(_STRINGS) >= 200_000:
+            _STRINGS.clear()
+        shared = _copy(value)
+        _STRINGS[shared] = shared
+    return shared
+
+
+def _int(value: Any) -> Any:
+    """An int as a new object too (ints above 256 are allocated by the decoder)."""
+    return int(str(value)) if value.__class__ is int and not -5 <= value <= 256 else value
+
+
+def _slim_meta(meta: Any) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        return {}
+    out: dict[str, Any] = {"name": _copy(meta.get("name")), "namespace": _i(meta.get("namespace")),
+                           "resourceVersion": _copy(meta.get("resourceVersion"))}
+    labels = meta.get("labels")
+    if isinstance(labels, dict) and labels:
+        out["labels"] = {_i(k): _i(v) for k, v in labels.items()}
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict) and annotations:
+        kept = {_i(k): _i(v) for k, v in annotations.items() if k != LAST_APPLIED}
+        if kept:
+            out["annotations"] = kept
+    return out
+
+
+def _slim_ports(ports: Any) -> Any:
+    if not isinstance(ports, list):
+        return ports
+    slim = []
+    for p in ports:
+        if isinstance(p, dict):
+            q = {k: _int(p[k]) if k == "port" else _i(p[k]) for k in _PORT_KEYS if k in p}
+            slim.append(q)
+        else:
+            slim.append(p)
+    try:
+        key = tuple(tuple(sorted(q.items())) if isinstance(q, dict) else q for q in slim)
+        shared = _PORT_LISTS.get(key)
+    except TypeError:  # something unhashable in there: keep the object's own list
+        return slim
+    if shared is None:
+        if len(_PORT_LISTS) >= 4096:
+            _PORT_LISTS.clear()
+        shared = _PORT_LISTS[key] = slim
+    return shared
+
+
+def _slim_endpoint(ep: Any) -> Any:
+    if not isinstance(ep, dict):
+        return ep
+    addresses = ep.get("addresses")
+    out: dict[str, Any] = {"addresses": [_copy(a) for a in addresses] if isinstance(addresses, list) else addresses}
+    cond = ep.get("conditions")
+    if isinstance(cond, dict):
+        ready = cond.get("ready")
+        out["conditions"] = _READY[ready] if isinstance(ready, bool) else {"ready": ready} if "ready" in cond else {}
+    if "hostname" in ep:
+        out["hostname"] = _i(ep["hostname"])
+    ref = ep.get("targetRef")
+    if isinstance(ref, dict):
+        out["targetRef"] = {"kind": _i(ref.get("kind")), "name": _copy(ref.get("name"))}
+    return out
+
+
+def slim_service_import(obj: Obj) -> Obj:
+    """What `Model.apply_service_import` reads of a ServiceImport (informer transform)."""
+    spec = obj.get("spec")
+    out: Obj = {"metadata": _slim_meta(obj.get("metadata"))}
+    if isinstance(spec, dict):
+        ips = spec.get("ips")
+        out["spec"] = {"type": _i(spec.get("type")), "ips": [_copy(ip) for ip in ips] if isinstance(ips, list) else ips,
+                       "ports": _slim_ports(spec.get("ports"))}
+    return out
+
+
+def slim_endpoint_slice(obj: Obj) -> Obj:
+    """What `Model.apply_endpoint_slice` reads of a Lighthouse EndpointSlice (informer transform)."""
+    endpoints = obj.get("endpoints")
+    return {"metadata": _slim_meta(obj.get("metadata")), "addressType": _i(obj.get("addressType")),
+            "endpoints": [_slim_endpoint(ep) for ep in endpoints] if isinstance(endpoints, list) else endpoints,
+            "ports": _slim_ports(obj.get("ports"))}
+
+
+def _slim_connection(conn: Any) -> Any:
+    if not isinstance(conn, dict):
+        return conn
+    endpoint = conn.get("endpoint")
+    if isinstance(endpoint, dict):
+        endpoint = {"cluster_id": _i(endpoint.get("cluster_id"))}
+    return {"status": _i(conn.get("status")), "endpoint": endpoint}
+
+
+def slim_gateway(obj: Obj) -> Obj:
+    """What `Connectivity.apply` reads of a Gateway (informer transform)."""
+    status = obj.get("status")
+    out: Obj = {"metadata": _slim_meta(obj.get("metadata"))}
+    if isinstance(status, dict):
+        local = status.get("localEndpoint")
+        conns = status.get("connections")
+        out["status"] = {
+            "haStatus": _i(status.get("haStatus")),
+            "localEndpoint": {"cluster_id": _i(local.get("cluster_id"))} if isinstance(local, dict) else local,
+            "connections": [_slim_connection(c) for c in conns] if isinstance(conns, list) else conns,
+        }
+    return out
 
 
 # -- connectivity (coredns/gateway) ----------------------------------------------------------------------
@@ -519,13 +714,14 @@ class Model:
 
     def _set_vips(self, svc: _Service) -> None:
         for index, version in ((0, 4), (1, 6)):
-            fam = svc.families[index]
-            fam.vip = ()
+            vip: tuple[Record, ...] = ()
             for text in svc.spec.ips:
                 ip = _address(text, self.address_filter)
                 if ip is not None and ip.version == version:
-                    fam.vip = (Record(str(ip), ip.packed, svc.spec.ports, "", "", ""),)
+                    vip = (Record(str(ip), ip.packed, svc.spec.ports, "", "", ""),)
                     break
+            if vip or svc.families[index].vip:
+                svc.family(index).vip = vip
 
     def _drop_if_unused(self, svc: _Service) -> None:
         if not svc.entry and not svc.slices:
@@ -628,18 +824,18 @@ class Model:
                 per_family[0 if rec.family == 4 else 1].setdefault(rec.ip, rec)
         has_headless = any(s.headless for s in slices)
         for index in (0, 1):
-            fam = svc.families[index]
             recs = tuple(per_family[index].values())
             if cluster_ip and not has_headless:
                 recs = recs[-1:]  # one ClusterIP record per family: the latest slice's
             if recs or (has_headless and not cluster_ip):
-                fam.clusters[cluster] = _Cluster(recs, healthy)
-            else:
-                fam.clusters.pop(cluster, None)
+                svc.family(index).clusters[cluster] = _Cluster(recs, healthy)
+            elif svc.families[index] is not _NO_FAMILY:
+                svc.families[index].clusters.pop(cluster, None)
         if (cluster_ip and any(cluster in f.clusters for f in svc.families)) or has_headless:
-            svc.known.add(cluster)
-        else:
-            svc.known.discard(cluster)
+            if cluster not in svc.known:
+                svc.known = (*svc.known, cluster)
+        elif cluster in svc.known:
+            svc.known = tuple(c for c in svc.known if c != cluster)
         return requeue
 
     def _local_records(self, svc: _Service, s: _Slice) -> tuple[bool, tuple[Record, ...]]:
@@ -660,18 +856,18 @@ class Model:
     def _after_slices(self, svc: _Service) -> None:
         """Recompute merged ports and balancers; drop the entry when no cluster is left and it is not exported."""
         for fam in svc.families:
+            if fam is _NO_FAMILY:
+                continue
             order = tuple(sorted(fam.clusters))
-            fam.order = order
-            if order != tuple(fam.balancer.items()):  # D9: rebuild only when the set of clusters changes
-                fam.balancer.remove_all()
-                for c in order:
-                    fam.balancer.add(c, 1)
+            if order != fam.order:  # D9: a new balancer only when the set of clusters changes
+                fam.order = order
+                fam._balancer = None
             merged: list[Port] | None = None
             for c in order:  # D5: plain intersection in sorted cluster order
                 info = fam.clusters[c]
                 own = info.own[0].ports if info.own else ()
                 merged = list(own) if merged is None else [p for p in merged if p in own]
-            fam.merged_ports = tuple(merged or ())
+            fam.merged_ports = _shared_ports(tuple(merged or ()))
             for info in fam.clusters.values():
                 if info.own and info.own[0].ports != fam.merged_ports:
                     info.merged = (info.own[0]._replace(ports=fam.merged_ports),)
@@ -859,8 +1055,9 @@ class Watcher:
     """
 
     def __init__(self, model: Model, cluster: ClientFactory, dispatch: Dispatcher, *,
-                 retry: tuple[float, float] = (0.5, 30.0)) -> None:
+                 retry: tuple[float, float] = (0.5, 30.0), on_synced: Callable[[], None] | None = None) -> None:
         self.model = model
+        self.on_synced = on_synced  # run through the dispatcher after the model is marked synced
         self.cluster = cluster
         self.dispatch = dispatch
         self.retry = retry
@@ -910,12 +1107,16 @@ class Watcher:
         self.dispatch(lambda: model.set_connectivity_tracking(tracking))
         if self._stopped.is_set():
             return
+        # The model copies what it needs out of every add and update: the caches keep what deletes and the
+        # relist diff read (EndpointSlices that must be retried are fetched again, see `_retry`).
         si = Informer(self.cluster.resource(SERVICE_IMPORTS), name="lighthouse-serviceimports",
+                      transform=slim_service_import, keep=metadata_labels_annotations,
                       on_add=lambda o: self.dispatch(lambda: model.apply_service_import(_ADD, o)),
                       on_update=lambda _, o: self.dispatch(lambda: model.apply_service_import(_UPDATE, o)),
                       on_delete=lambda o: self.dispatch(lambda: model.apply_service_import(_DELETE, o)))
         eps = Informer(self.cluster.resource(ENDPOINT_SLICES), name="lighthouse-endpointslices",
                        label_selector=f"{L.ENDPOINTSLICE_MANAGED_BY}={L.LIGHTHOUSE_MANAGED_BY}",
+                       transform=slim_endpoint_slice, keep=metadata_and_labels,
                        on_add=lambda o: self._slice(_ADD, o),
                        on_update=lambda _, o: self._slice(_UPDATE, o),
                        on_delete=lambda o: self._slice(_DELETE, o))
@@ -923,6 +1124,7 @@ class Watcher:
         informers = [si, eps]
         if tracking:
             informers.append(Informer(self.cluster.resource(GATEWAYS), name="lighthouse-gateways",
+                                      transform=slim_gateway,
                                       on_add=lambda o: self.dispatch(lambda: model.apply_gateway(_ADD, o)),
                                       on_update=lambda _, o: self.dispatch(lambda: model.apply_gateway(_UPDATE, o)),
                                       on_delete=lambda o: self.dispatch(lambda: model.apply_gateway(_DELETE, o))))
@@ -935,6 +1137,8 @@ class Watcher:
             if not inf.wait_for_sync():
                 return
         self.dispatch(model.mark_synced)
+        if self.on_synced is not None:
+            self.dispatch(self.on_synced)
 
     def _slice(self, op: str, obj: Obj) -> None:
         """One EndpointSlice event (informer thread): fetch local K8s slices here, never on the DNS loop."""
@@ -985,11 +1189,17 @@ class Watcher:
         with self._lock:
             self._timers.pop(key, None)
         eps = self._eps
-        if self._stopped.is_set() or eps is None:
+        if self._stopped.is_set() or eps is None or eps.get(*key) is None:
+            return  # stopped, or the slice is gone
+        try:  # the informer keeps only metadata and labels: fetch the slice again (a rare path)
+            obj = slim_endpoint_slice(self.cluster.resource(ENDPOINT_SLICES).get(*key))
+        except KubeError as e:
+            if e.status == 404:
+                return
+            log.warning("lighthouse cannot get EndpointSlice slice=%s/%s error=%r", key[0], key[1], e.message)
+            self._requeue(key)
             return
-        obj = eps.get(*key)
-        if obj is not None:
-            self._slice(_UPDATE, obj)
+        self._slice(_UPDATE, obj)
 
     def ready(self) -> bool:
         return self.model.synced

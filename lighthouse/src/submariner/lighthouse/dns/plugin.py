@@ -39,6 +39,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rrset
 
 
 class SetupError(Exception):
@@ -151,6 +152,8 @@ class Request:
     # Called by the server with the final wire reply (b"" when nothing was sent); see `after_reply`.
     hooks: list[ReplyHook] | None = None
     start: float = 0.0  # time.perf_counter() when the query arrived
+    # `name_lower`, when whoever built the request already knew it (the server does); "" = computed on use
+    lowered: str = ""
 
     def after_reply(self, hook: ReplyHook) -> None:
         """Run `hook(req, result, wire)` once the server has rendered (compressed, truncated) and sent the reply.
@@ -186,7 +189,9 @@ class Request:
     @property
     def name_lower(self) -> str:
         """The qname as lower-case text with the trailing dot."""
-        return self.qname.to_text().lower()
+        if not self.lowered:
+            self.lowered = name_text(self.qname)
+        return self.lowered
 
     @property
     def do(self) -> bool:
@@ -269,8 +274,9 @@ class Tally:
     `counts[j]` is the number of hits that were served reply j (`[msg, *variants]` of the miss; the miss
     itself is not included: the reply hooks saw it), `v6` how many of all those hits came from IPv6 clients,
     `sizes[j]` the wire size of reply j, `query_size` the size of the query (fixed by the cache key),
-    `seconds` the time the server spent on these hits (measured per batch of datagrams, spread evenly over
-    the hits of the batch), `tags` this counter's `CachePolicy.hit_tags` list (None without).
+    `seconds` the time the server spent on these hits (it measures the time spent on hits once per batch of
+    datagrams; each fold gets its hits' share of what was measured since the previous scrape), `tags` this
+    counter's `CachePolicy.hit_tags` list (None without).
     """
 
     __slots__ = ("counts", "info", "proto", "query_size", "seconds", "sizes", "tags", "total", "v6")
@@ -386,6 +392,19 @@ class Controller:
         """The first occurrence (for plugins that may appear once)."""
         return self.directives[0]
 
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+def name_text(name: dns.name.Name) -> str:
+    """`name.to_text().lower()`, without dnspython's escaping machinery for the names that need none."""
+    labels = name.labels
+    if len(labels) > 1 and not labels[-1]:
+        joined = b".".join(labels[:-1])
+        if _PLAIN_NAME.fullmatch(joined) and joined.count(b".") == len(labels) - 2:
+            return joined.decode("ascii").lower() + "."
+    return name.to_text().lower()
+
+
 #: Rcodes a handler may return without writing; the server then writes an empty reply.
 SERVER_WRITTEN = frozenset({dns.rcode.SERVFAIL, dns.rcode.REFUSED, dns.rcode.FORMERR, dns.rcode.NOTIMP})
 
@@ -407,6 +426,49 @@ def reply_for(req: Request, rcode: int = dns.rcode.NOERROR, *, authoritative: bo
     if rcode > 0x0F:
         reply.set_rcode(dns.rcode.Rcode(rcode))
     return reply
+
+
+class WireReply(dns.message.QueryMessage):
+    """A reply its plugin built directly in wire form (question copied from the query, records encoded by hand).
+
+    It is a complete `dns.message.Message`: the first time anything reads its sections (a wrapping plugin, a
+    test, `to_text`), they are parsed from the wire, and from then on the message is rendered by dnspython
+    from those sections, so changes made to them count. Until then `intact_wire()` gives the bytes as built,
+    with the current `id` and `flags` patched in (a plugin may set the rcode or a flag without reading the
+    records), and the server sends those without rendering anything.
+    """
+
+    def __init__(self, wire: bytes) -> None:
+        super().__init__(id=(wire[0] << 8) | wire[1])
+        self.flags = dns.flags.Flag((wire[2] << 8) | wire[3])
+        self._prerendered = wire
+        self._parsed = False  # dnspython's __init__ assigned empty sections: not read yet
+
+    @property  # type: ignore[override]
+    def sections(self) -> list[list[dns.rrset.RRset]]:
+        if not self._parsed:
+            self._parsed = True
+            parsed = dns.message.from_wire(self._prerendered)
+            self._sections = parsed.sections
+            self.index = parsed.index
+        return self._sections
+
+    @sections.setter
+    def sections(self, value: list[list[dns.rrset.RRset]]) -> None:
+        self._sections = value
+        self._parsed = True
+
+    def intact_wire(self) -> bytes | None:
+        """The wire as built (current ID and flags), or None once the sections were read or an OPT/TSIG added."""
+        if self._parsed or self.opt is not None or self.tsig is not None:
+            return None
+        wire = self._prerendered
+        flags = int(self.flags)
+        return bytes((self.id >> 8, self.id & 0xFF, flags >> 8 & 0xFF, flags & 0xFF)) + wire[4:]
+
+    def to_wire(self, *args: Any, **kw: Any) -> bytes:
+        wire = self.intact_wire() if not args and not kw else None
+        return wire if wire is not None else super().to_wire(*args, **kw)
 
 
 async def no_next(req: Request) -> Result:

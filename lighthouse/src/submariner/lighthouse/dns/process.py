@@ -8,6 +8,7 @@ as long as the process, so they survive reloads (also failed ones), as in CoreDN
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import platform
@@ -342,6 +343,18 @@ class ProcessState:
         self.hit_sources: weakref.WeakSet[Any] = weakref.WeakSet()
         self.metrics.collector.before.append(self.fold_hits)
         self.fatal_handler: Callable[[str], None] = self._exit_fatal
+        # Set by the CLI (never in tests, which share one interpreter): see `settled`.
+        self.freeze_gc = False
+        self._frozen = False
+
+    def settled(self) -> None:
+        """The initial data is loaded (a plugin's informers synced): with `freeze_gc`, move everything alive now
+        out of the cyclic garbage collector's reach, once. Tens of thousands of model objects otherwise make
+        every full collection a pause of hundreds of milliseconds, and they live as long as the process."""
+        if self.freeze_gc and not self._frozen:
+            self._frozen = True
+            gc.collect()
+            gc.freeze()
 
     def fold_hits(self) -> None:
         """Bring the metrics up to date with every cache hit so far (runs on the event loop's thread)."""

@@ -32,11 +32,18 @@ import dns.message
 from submariner.lighthouse.dns import answers
 from submariner.lighthouse.dns.answers import AnswerCache, CacheEntry
 from submariner.lighthouse.dns.chain import Block, build_block
-from submariner.lighthouse.dns.plugin import SERVER_WRITTEN, AnswerInfo, Hit, Request, Result
+from submariner.lighthouse.dns.plugin import (
+    SERVER_WRITTEN,
+    SUPPORTED_EDNS_OPTIONS,
+    AnswerInfo,
+    Hit,
+    Request,
+    Result,
+    WireReply,
+    name_text,
+)
 from submariner.lighthouse.dns.process import ProcessState, ReportKeys
 
-_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
-_COUNTS_EDNS = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 _COUNTS = struct.Struct("!HHHH")
 _OPTION_HEAD = struct.Struct("!HH")
 _QTAIL = struct.Struct("!HH")
@@ -456,16 +463,18 @@ class DnsServer:
         if first.rdclass != _IN and not rt.any_class:
             self._dropped(msg, data, _REFUSED, echo, send, proto, remote, start)
             return
-        if msg.edns > 0:
+        opt = msg.opt
+        version = (opt.ttl >> 16) & 0xFF if opt is not None else -1
+        if version > 0:
             send(answers.badvers_reply(msg.id, opcode, msg.flags))
             return
         if proto == "tcp":
             max_size = 65535
-        elif msg.edns >= 0:
-            max_size = max(512, msg.payload)
+        elif echo is not None:
+            max_size = max(512, echo[0])
         else:
             max_size = 512
-        name_lower = first.name.to_text().lower()
+        name_lower = name_text(first.name)
         config = rt.index.select(name_lower, int(first.rdtype))
         block = rt.by_config.get(id(config)) if config is not None else None
         if block is None:
@@ -474,7 +483,8 @@ class DnsServer:
         if len(self._tasks) >= self.max_inflight:
             return  # overloaded: drop, the client retries
         req = Request(msg=msg, wire=data, remote=remote, local=self.local, proto=proto,
-                      server=self.server_label, zone=block.zone_for(name_lower), max_size=max_size, start=start)
+                      server=self.server_label, zone=block.zone_for(name_lower), max_size=max_size, start=start,
+                      lowered=name_lower)
         cache = rt.udp_cache if proto == "udp" else rt.tcp_cache
         coro = self._run(block, rt, req, send, echo, cache)
         if block.sync:
@@ -603,25 +613,27 @@ async def _continue(coro: Coroutine[Any, Any, None], pending: Any) -> None:
 
 
 def _echo_of(msg: dns.message.Message) -> Echo:
-    if msg.edns < 0:
+    opt = msg.opt  # read once: dnspython's edns/payload/ednsflags/options properties each walk the OPT RRset
+    if opt is None:
         return None
-    from submariner.lighthouse.dns.plugin import SUPPORTED_EDNS_OPTIONS
-
+    rdata = opt[0]
     options = b""
-    for option in msg.options:
+    for option in rdata.options:
         code = int(option.otype)
         if code in SUPPORTED_EDNS_OPTIONS:
             data = option.to_wire() or b""
             options += _OPTION_HEAD.pack(code, len(data)) + data
-    return msg.payload, bool(msg.ednsflags & 0x8000), options
+    return int(rdata.payload), bool(opt.ttl & 0x8000), options
 
 
 def _render(msg: dns.message.Message, req: Request, echo: Echo) -> bytes:
     """Wire form of a plugin's reply as sent to this client: compressed, OPT echoed, truncated to fit."""
-    try:
-        wire = msg.to_wire(max_size=65535)
-    except dns.exception.TooBig:
-        wire = msg.to_wire(max_size=65535, prefer_truncation=True)
+    wire = msg.intact_wire() if isinstance(msg, WireReply) else answers.render(msg)
+    if wire is None:
+        try:
+            wire = msg.to_wire(max_size=65535)
+        except dns.exception.TooBig:
+            wire = msg.to_wire(max_size=65535, prefer_truncation=True)
     lay = answers.Layout(wire)
     if echo is None:
         fitted = answers.fit(wire, req.max_size, None, lay)

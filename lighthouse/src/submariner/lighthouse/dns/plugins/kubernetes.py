@@ -47,6 +47,7 @@ from submariner.broker.api.meta import APIResource
 from submariner.broker.kube import ENDPOINT_SLICES, NAMESPACES, SERVICES, Informer
 from submariner.broker.kube.client import Obj, parse_label_selector
 from submariner.lighthouse.dns.config import parse_key
+from submariner.lighthouse.dns.k8s import metadata_only
 from submariner.lighthouse.dns.plugin import (
     CachePolicy,
     CacheScope,
@@ -635,21 +636,25 @@ class Kubernetes:
         old.retire()
 
     def build_informers(self, cluster: Any) -> list[Informer]:
+        """The model copies what it needs out of every add and update and deletes by key: the informers' caches
+        keep name, namespace and resourceVersion only (`keep`), not whole Pods and EndpointSlices."""
         m = self.model
+        keep = metadata_only
         infs = [Informer(cluster.resource(SERVICES), label_selector=self.o.labels, name="kubernetes-services",
                          on_add=m.set_service, on_update=lambda _o, n: m.set_service(n),
-                         on_delete=m.delete_service)]
+                         on_delete=m.delete_service, keep=keep)]
         if self.o.endpoints:
             selector = SERVICE_NAME_LABEL + ("," + self.o.labels if self.o.labels else "")
             infs.append(Informer(cluster.resource(ENDPOINT_SLICES), label_selector=selector,
                                  name="kubernetes-endpointslices", on_add=self._slice_changed,
-                                 on_update=lambda _o, n: self._slice_changed(n), on_delete=m.delete_slice))
+                                 on_update=lambda _o, n: self._slice_changed(n), on_delete=m.delete_slice,
+                                 keep=keep))
         if self.o.pods == "verified":
             infs.append(Informer(cluster.resource(PODS), name="kubernetes-pods", on_add=m.set_pod,
-                                 on_update=lambda _o, n: m.set_pod(n), on_delete=m.delete_pod))
+                                 on_update=lambda _o, n: m.set_pod(n), on_delete=m.delete_pod, keep=keep))
         infs.append(Informer(cluster.resource(NAMESPACES), label_selector=self.o.namespace_labels,
                              name="kubernetes-namespaces", on_add=m.set_namespace,
-                             on_update=lambda _o, n: m.set_namespace(n), on_delete=m.delete_namespace))
+                             on_update=lambda _o, n: m.set_namespace(n), on_delete=m.delete_namespace, keep=keep))
         self.informers = infs
         return infs
 
@@ -692,6 +697,9 @@ class Kubernetes:
                 self.process.warning("starting server with unsynced Kubernetes API", NAME)
                 return
             await asyncio.sleep(0.05)
+        settled = getattr(self.process, "settled", None)
+        if callable(settled):
+            settled()
 
     async def stop(self) -> None:
         infs, self.informers = self.informers, []

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -37,6 +39,7 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.IN.SRV import SRV
 from prometheus_client.core import Metric
 
+from submariner.lighthouse.dns.answers import plain_name_end
 from submariner.lighthouse.dns.config import parse_key
 from submariner.lighthouse.dns.k8s import cluster_for
 from submariner.lighthouse.dns.lighthouse_model import Dispatcher, Model, Record, ServiceKey, Watcher
@@ -50,6 +53,7 @@ from submariner.lighthouse.dns.plugin import (
     Result,
     SetupError,
     Tally,
+    WireReply,
     Wrapper,
     parse_duration,
     reply_for,
@@ -66,8 +70,8 @@ SRV_PRIORITY = 0
 SRV_WEIGHT = 50
 DNS_VERSION = b"1.0.0"  # MCS DNS specification schema version (§8.2)
 
-_A, _AAAA, _SRV, _TXT, _PTR = (int(dns.rdatatype.A), int(dns.rdatatype.AAAA), int(dns.rdatatype.SRV),
-                               int(dns.rdatatype.TXT), int(dns.rdatatype.PTR))
+_A, _AAAA, _SRV, _TXT, _PTR, _SOA = (int(dns.rdatatype.A), int(dns.rdatatype.AAAA), int(dns.rdatatype.SRV),
+                                     int(dns.rdatatype.TXT), int(dns.rdatatype.PTR), int(dns.rdatatype.SOA))
 _NOERROR, _SERVFAIL, _NXDOMAIN, _NOTIMP, _NOTZONE = 0, 2, 3, 4, 10
 _SVC = b"svc"
 _DNS_VERSION_LABEL = b"dns-version"
@@ -189,11 +193,21 @@ class QueryObserver:
 
     def __init__(self, vec: CounterVec) -> None:
         self.vec = vec
-        self._keys: dict[MetricKey, MetricKey] = {}
+        self._keys: dict[Any, Any] = {}
+
+    LIMIT = 1_000_000  # interned objects kept for sharing (beyond that, start over: sharing is only memory)
 
     def intern(self, keys: Sequence[MetricKey]) -> tuple[MetricKey, ...]:
         known = self._keys
-        return tuple(known.setdefault(k, k) for k in keys)
+        if len(known) >= self.LIMIT:
+            known.clear()
+        out = tuple(known.setdefault(k, k) for k in keys)
+        return known.setdefault(out, out)  # type: ignore[no-any-return]
+
+    def rotation(self, rotation: Sequence[tuple[MetricKey, ...]]) -> tuple[tuple[MetricKey, ...], ...]:
+        """One shared tuple per distinct rotation (the A and SRV answers of a service, every spelling, …)."""
+        out = tuple(rotation)
+        return self._keys.setdefault(out, out)  # type: ignore[no-any-return]
 
     def fold(self, tally: Tally) -> None:
         tags = tally.tags
@@ -332,6 +346,67 @@ def _soa_rdata(rdclass: dns.rdataclass.RdataClass, origin: dns.name.Name, serial
     return SOA(rdclass, dns.rdatatype.SOA, mname, rname, serial, 7200, 1800, 86400, minimum)  # type: ignore[no-untyped-call]
 
 
+_RR = struct.Struct("!HHIH")  # type, class, TTL, rdata length
+_SRV_FIXED = struct.Struct("!HHH")
+_SOA_FIXED = struct.Struct("!IIIII")
+_HEADER = struct.Struct("!HHHHHH")
+_QNAME = b"\xc0\x0c"  # a pointer to the question name
+
+
+class _Question:
+    """The query's question as the replies built by hand copy it, and where each of its labels starts.
+
+    Replies are built directly in wire form (`WireReply`) for the common answers: the question is copied from
+    the query (its spelling included), owners point at it, the SOA points at the zone's suffix of it, SRV
+    targets are written out (never compressed, as dnspython does). None when the query's question cannot be
+    copied that way (then dnspython builds the reply).
+    """
+
+    __slots__ = ("end", "flags", "id", "question", "rdclass", "starts")
+
+    def __init__(self, wire: bytes, end: int, starts: list[int], flags: int, rdclass: int) -> None:
+        self.question = wire[12:end + 4]
+        self.end = end  # where the name ends in the query (and in every reply)
+        self.starts = starts
+        self.id = (wire[0] << 8) | wire[1]
+        # reply_for's header: QR, the opcode, RD and CD of a QUERY, AA
+        self.flags = 0x8400 | (flags & 0x7800) | (flags & 0x0110 if not flags & 0x7800 else 0)
+        self.rdclass = rdclass
+
+    @classmethod
+    def of(cls, req: Request, qname: dns.name.Name) -> _Question | None:
+        wire = req.wire
+        end = plain_name_end(wire, 12)
+        if end < 0 or end + 4 > len(wire) or len(req.msg.question) != 1:
+            return None
+        starts = []
+        off = 12
+        while wire[off]:
+            starts.append(off)
+            off += wire[off] + 1
+        if len(starts) != len(qname.labels) - 1:
+            return None
+        return cls(wire, end, starts, int(req.msg.flags), int(req.msg.question[0].rdclass))
+
+    def suffix(self, count: int) -> int:
+        """Offset of the name's last `count` labels (the zone) in the reply; -1 for the root."""
+        return self.starts[len(self.starts) - count] if 0 < count <= len(self.starts) else -1
+
+    def reply(self, rcode: int, answer: Sequence[bytes] = (), authority: Sequence[bytes] = ()) -> WireReply:
+        header = _HEADER.pack(self.id, self.flags | rcode, 1, len(answer), len(authority), 0)
+        return WireReply(b"".join([header, self.question, *answer, *authority]))
+
+
+def _labels_wire(labels: Sequence[bytes]) -> bytes | None:
+    """Labels in wire form (no root); None when one cannot be a label."""
+    out = []
+    for label in labels:
+        if not 0 < len(label) <= 63:
+            return None
+        out.append(bytes((len(label),)) + label)
+    return b"".join(out)
+
+
 class Lighthouse:
     """One `lighthouse` directive: its options, model, watcher and the query handler."""
 
@@ -372,9 +447,10 @@ class Lighthouse:
         qname = q.name if q.name.is_absolute() else q.name.derelativize(dns.name.root)
         labels = tuple(label.lower() for label in qname.labels[:-1])
         qtype = int(q.rdtype)
+        qw = _Question.of(req, qname) if q.name is qname else None
         zone = self._zone_of(labels)
         if zone is None:
-            return self._failure(req, labels, _NOTZONE, self.scopes.static, None)
+            return self._failure(req, labels, _NOTZONE, self.scopes.static, None, qw)
         try:
             if zone.ptr:
                 return self._ptr(req, labels, zone, qtype)
@@ -386,11 +462,11 @@ class Lighthouse:
                 reply.answer.append(rrset)
                 return Result(_NOERROR, reply, plugin=NAME, cache=CachePolicy(self.scopes.static))
             if qtype not in (_A, _AAAA, _SRV):
-                return self._failure(req, labels, _NOTIMP, self.scopes.static, None)
+                return self._failure(req, labels, _NOTIMP, self.scopes.static, None, qw)
             query = parse_name(labels[:len(labels) - len(zone.labels)], qtype)
             if query is None:
-                return self._failure(req, labels, _NXDOMAIN, self.scopes.static, zone)
-            return self._lookup(req, labels, qname, zone, qtype, query)
+                return self._failure(req, labels, _NXDOMAIN, self.scopes.static, zone, qw)
+            return self._lookup(req, labels, qname, zone, qtype, query, qw)
         except (dns.exception.DNSException, ValueError) as exc:
             return Result(_SERVFAIL, plugin=NAME, error=f"plugin/{NAME}: {exc}")
 
@@ -402,19 +478,31 @@ class Lighthouse:
 
     # -- failure path and negatives ------------------------------------------------------------------------
     def _failure(self, req: Request, labels: tuple[bytes, ...], rcode: int, scope: CacheScope,
-                 zone: _Zone | None) -> Result | None:
+                 zone: _Zone | None, qw: _Question | None = None) -> Result | None:
         """nextOrFailure: fall through inside a fallthrough zone, else an empty authoritative reply."""
         if self.fallthrough is not None and any(_inside(labels, z) for z in self.fallthrough):
             return None
+        return Result(rcode, self._negative(req, rcode, zone, qw), plugin=NAME, cache=CachePolicy(scope))
+
+    def _nodata(self, req: Request, zone: _Zone, scope: CacheScope, qw: _Question | None = None) -> Result:
+        return Result(_NOERROR, self._negative(req, _NOERROR, zone, qw), plugin=NAME, cache=CachePolicy(scope))
+
+    def _negative(self, req: Request, rcode: int, zone: _Zone | None, qw: _Question | None) -> dns.message.Message:
+        """An empty reply, with the zone's SOA when `zone` is given (§8.4)."""
+        if qw is not None:
+            if zone is None or not self.opts.soa:
+                return qw.reply(rcode)
+            at = qw.suffix(len(zone.labels))
+            if at >= 0:
+                ttl = self.opts.ttl
+                ptr = (0xC000 | at).to_bytes(2, "big")
+                rdata = b"".join((b"\x02ns\x03dns", ptr, b"\x0ahostmaster", ptr,
+                                  _SOA_FIXED.pack(self.serial, 7200, 1800, 86400, ttl)))
+                return qw.reply(rcode, authority=(ptr + _RR.pack(_SOA, qw.rdclass, ttl, len(rdata)) + rdata,))
         reply = reply_for(req, rcode)
         if zone is not None:
             self._add_soa(reply, req, zone)
-        return Result(rcode, reply, plugin=NAME, cache=CachePolicy(scope))
-
-    def _nodata(self, req: Request, zone: _Zone, scope: CacheScope) -> Result:
-        reply = reply_for(req)
-        self._add_soa(reply, req, zone)
-        return Result(_NOERROR, reply, plugin=NAME, cache=CachePolicy(scope))
+        return reply
 
     def _add_soa(self, reply: dns.message.Message, req: Request, zone: _Zone) -> None:
         """§8.4: the zone's SOA with minimum = TTL, so negatives can be cached (upstream adds none)."""
@@ -430,7 +518,7 @@ class Lighthouse:
 
     # -- clusterset names ----------------------------------------------------------------------------------
     def _lookup(self, req: Request, labels: tuple[bytes, ...], qname: dns.name.Name, zone: _Zone, qtype: int,
-                query: _Query) -> Result | None:
+                query: _Query, qw: _Question | None = None) -> Result | None:
         model = self.model
         opts = self.opts
         ns, svc = _text(query.namespace), _text(query.service)
@@ -449,23 +537,24 @@ class Lighthouse:
                 return Result(_SERVFAIL, plugin=NAME)  # D12: not loaded yet, let the client retry
             key = (ns, svc)
             scope = self.scopes.service(key) if model.exists(ns, svc) else self.scopes.absent
-            return self._failure(req, labels, _NXDOMAIN, scope, zone)
+            return self._failure(req, labels, _NXDOMAIN, scope, zone, qw)
         scope = self.scopes.service((ns, svc))
         if qtype == _AAAA and not opts.aaaa:
             records = ()
         if not records:
-            return Result(_SERVFAIL, plugin=NAME) if not synced else self._nodata(req, zone, scope)
+            return Result(_SERVFAIL, plugin=NAME) if not synced else self._nodata(req, zone, scope, qw)
         counted = qtype in (_A, _SRV)  # §6.3: per record found, before the SRV port filter
         local = model.local_cluster_id
         keys = self._metric_keys(local, ns, svc, records) if counted else ()
         values = self.metric.values
         for k in keys:
             values[k] = values.get(k, 0.0) + 1
-        reply = self._reply(req, qname, zone, qtype, query, records, headless)
+        build = self._reply if qw is None or self.opts.srv_glue else self._wire
+        reply = build(req, qname, zone, qtype, query, records, headless, qw)
         if reply is None:
-            result = self._nodata(req, zone, scope)
+            result = self._nodata(req, zone, scope, qw)
             if keys and result.cache is not None:
-                result.cache.hit_tags = {self.observer: (keys,)}
+                result.cache.hit_tags = {self.observer: self.observer.rotation((keys,))}
             return result
         variants: list[dns.message.Message] | None = None
         rotation: list[tuple[MetricKey, ...]] = [keys]
@@ -475,19 +564,60 @@ class Lighthouse:
             for rec in model.rotation(ns, svc, family):
                 if rec.cluster == first:
                     continue
-                variant = self._reply(req, qname, zone, qtype, query, (rec,), headless)
+                variant = build(req, qname, zone, qtype, query, (rec,), headless, qw)
                 if variant is not None:
                     variants.append(variant)
                     rotation.append(self._metric_keys(local, ns, svc, (rec,)) if counted else ())
-        tags = {self.observer: rotation} if counted and keys else None
+        tags = {self.observer: self.observer.rotation(rotation)} if counted and keys else None
         return Result(_NOERROR, reply, plugin=NAME, cache=CachePolicy(scope, variants=variants or None,
                                                                        hit_tags=tags))
 
     def _metric_keys(self, local: str, ns: str, svc: str, records: Sequence[Record]) -> tuple[MetricKey, ...]:
         return self.observer.intern([(local, r.cluster, svc, ns, r.ip) for r in records])
 
+    def _wire(self, req: Request, qname: dns.name.Name, zone: _Zone, qtype: int, query: _Query,
+              records: Sequence[Record], headless: bool, qw: _Question | None) -> dns.message.Message | None:
+        """`_reply` built directly in wire form (without SRV glue): the same records, in the same order."""
+        assert qw is not None
+        ttl = self.opts.ttl
+        rdclass = qw.rdclass
+        rrs: dict[bytes, None] = {}  # an RRset is a set (D10), in insertion order
+        if qtype != _SRV:
+            want = 4 if qtype == _A else 16
+            head = _QNAME + _RR.pack(_A if want == 4 else _AAAA, rdclass, ttl, want)
+            for r in records:
+                if len(r.packed) == want:  # D7: A only for IPv4, AAAA only for IPv6
+                    rrs[head + r.packed] = None
+            return qw.reply(_NOERROR, list(rrs)) if rrs else None
+        # SRV targets end with the zone as the question spells it (dnspython: the qname's own labels)
+        at = qw.suffix(len(zone.labels))
+        origin = req.wire[at:qw.end] if at >= 0 else b"\x00"
+        middle = _labels_wire((query.service, query.namespace, _SVC))
+        if middle is None:
+            return None
+        base = middle + origin
+        cluster = _labels_wire((query.cluster,)) if query.cluster else b""
+        for r in records:
+            ports = r.ports
+            if query.port or query.proto:
+                ports = tuple(p for p in ports
+                              if p.name.lower() == _text(query.port) and p.protocol.lower() == _text(query.proto))
+            if not ports:
+                continue  # D1: this record contributes nothing, the others still count
+            if headless:
+                prefix = _labels_wire((r.label.encode(), r.cluster.encode()))
+            else:
+                prefix = cluster
+            if prefix is None or len(prefix) + len(base) > 255:
+                continue  # a target longer than a name may be: nothing to answer for this record
+            target = prefix + base
+            head = _QNAME + _RR.pack(_SRV, rdclass, ttl, 6 + len(target))
+            for p in ports:
+                rrs[head + _SRV_FIXED.pack(SRV_PRIORITY, SRV_WEIGHT, p.port) + target] = None
+        return qw.reply(_NOERROR, list(rrs)) if rrs else None
+
     def _reply(self, req: Request, qname: dns.name.Name, zone: _Zone, qtype: int, query: _Query,
-               records: Sequence[Record], headless: bool) -> dns.message.Message | None:
+               records: Sequence[Record], headless: bool, qw: _Question | None = None) -> dns.message.Message | None:
         """The NOERROR reply with the records' RRs (§4), or None when none qualifies (NODATA)."""
         rdclass = req.msg.question[0].rdclass
         ttl = self.opts.ttl
@@ -576,7 +706,8 @@ def setup(c: Controller) -> Wrapper:
     local_id = str(getattr(process, "cluster_id", "") or os.environ.get("SUBMARINER_CLUSTERID", ""))
     model = Model(local_cluster_id=local_id, address_filter=opts.address_filter,
                   connectivity_grace=opts.connectivity_grace, schedule=dispatch.later)
-    watcher = Watcher(model, cluster, dispatch)
+    settled = getattr(process, "settled", None)
+    watcher = Watcher(model, cluster, dispatch, on_synced=settled if callable(settled) else None)
     metric = process.vec(QueryCounter(METRIC_NAME, "Counter of DNS queries per source/destination cluster and "
                                       "destination service.", METRIC_LABELS))
     plugin = Lighthouse(opts, model, metric=metric)

@@ -55,6 +55,7 @@ class Metrics:
         self.process = process
         self.metrics = process.metrics
         self.zones = sorted(zones, key=len, reverse=True)
+        self._keys: dict[tuple[Any, ...], ReportKeys] = {}  # label values -> their tuples, built once
 
     def zone_of(self, name_lower: str) -> str:
         for zone in self.zones:
@@ -74,8 +75,13 @@ class Metrics:
         rcode = (wire[3] & 0x0F if len(wire) >= 4 else 0) if written else result.rcode
         if written and result.msg is not None and result.msg.edns >= 0:
             rcode = int(result.msg.rcode())
-        keys = ReportKeys(req.server, self.zone_of(req.name_lower), req.proto, req.family, req.qtype, req.do,
-                          rcode, result.plugin if written else "")
+        labels = (req.server, self.zone_of(req.name_lower), req.proto, req.family, req.qtype, req.do, rcode,
+                  result.plugin if written else "")
+        keys = self._keys.get(labels)
+        if keys is None:
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            keys = self._keys[labels] = ReportKeys(*labels)
         self.metrics.report(keys, len(req.wire), len(wire) if written else 0, time.perf_counter() - req.start)
 
     def fold(self, tally: Tally) -> None:
