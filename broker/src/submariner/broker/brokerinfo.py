@@ -204,7 +204,7 @@ def _unbase64(text: str | bytes) -> bytes:
         raise BrokerInfoError("broker-info is not base64: its length is impossible (truncated or corrupted?)")
     try:
         return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except binascii.Error as e:
+    except (binascii.Error, ValueError) as e:
         raise BrokerInfoError(f"broker-info is not base64: {e}") from None
 
 
@@ -284,7 +284,7 @@ def _secret_field(secret: dict[str, Any], what: str, key: str, *, required: bool
         raise BrokerInfoError(f"{what} data.{key} must be a base64 string, not {_json_type(value)}")
     try:
         raw = base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
         raise BrokerInfoError(f"{what} data.{key} is not valid base64") from None
     if key in _TEXT_KEYS:
         try:
