@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from conftest import RunningServer
+from seed_manifests import WHEREAMI_CS as WHEREAMI_DEPLOYMENT_AND_SERVICE
+from seed_manifests import WHEREAMI_SS as WHEREAMI_HEADLESS_AND_STATEFULSET
 from submariner.broker.kube import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -32,105 +34,8 @@ from submariner.broker.kube import (
 from submariner.lab.controllers import Controllers
 from submariner.lab.controllers.base import DAEMONSETS, DEPLOYMENTS, ENDPOINTS, NODES, PODS, STATEFULSETS
 
-# --------------------------------------------------------------------------------------------- seed manifests
+# --------------------------------------------------------------------------------------------- manifests
 
-ENV = """\
-        env:
-        - name: NAMESPACE
-          valueFrom:
-            fieldRef:
-              fieldPath: metadata.namespace
-        - name: NODE_NAME
-          valueFrom:
-            fieldRef:
-              fieldPath: spec.nodeName
-        - name: POD_NAME
-          valueFrom:
-            fieldRef:
-              fieldPath: metadata.name
-        - name: POD_IP
-          valueFrom:
-            fieldRef:
-              fieldPath: status.podIP
-"""
-
-WHEREAMI_DEPLOYMENT_AND_SERVICE = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: whereami
-  namespace: sample
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: whereami
-  template:
-    metadata:
-      labels:
-        app: whereami
-    spec:
-      containers:
-      - name: whereami
-        image: cr7258/whereami:v1
-        imagePullPolicy: Always
-        ports:
-        - containerPort: 80
-""" + ENV + """\
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: whereami-cs
-  namespace: sample
-spec:
-  selector:
-    app: whereami
-  ports:
-  - protocol: TCP
-    port: 80
-    targetPort: 80
-"""
-
-WHEREAMI_HEADLESS_AND_STATEFULSET = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: whereami-ss
-  namespace: sample
-  labels:
-    app: whereami-ss
-spec:
-  ports:
-  - port: 80
-    name: whereami
-  clusterIP: None
-  selector:
-    app: whereami-ss
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: whereami
-  namespace: sample
-spec:
-  serviceName: "whereami-ss"
-  replicas: 3
-  selector:
-    matchLabels:
-      app: whereami-ss
-  template:
-    metadata:
-      labels:
-        app: whereami-ss
-    spec:
-      containers:
-      - name: whereami-ss
-        image: cr7258/whereami:v1
-        ports:
-        - containerPort: 80
-          name: whereami
-""" + ENV
 
 GATEWAY_DAEMONSET = """\
 apiVersion: apps/v1

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from labharness import Lab, kind_config, lab_instance, needs_root
 
 pytestmark = [

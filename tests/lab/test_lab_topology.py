@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labharness import Lab, foreign_lab_route, kind_config, lab_instance, needs_root, root_routes
 
+from labharness import Lab, foreign_lab_route, kind_config, lab_instance, needs_root, root_routes
 from submariner.lab import state, topology
 from submariner.lab.config import parse_config
 from submariner.lab.daemon import KIND_COREFILE

@@ -16,11 +16,11 @@ from types import ModuleType
 from typing import Any
 
 import dns.message
-import dnstest
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dnstest
 from submariner.lighthouse.dns import chain, config, corefile
 from submariner.lighthouse.dns.process import ProcessState
 from submariner.lighthouse.dns.server import DnsServer

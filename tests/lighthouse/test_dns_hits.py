@@ -14,10 +14,10 @@ import dns.message
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-import dnstest
 import pytest
 from test_dns_plugins import samples
 
+import dnstest
 from submariner.lighthouse.dns import chain
 from submariner.lighthouse.dns.plugin import (
     CachePolicy,

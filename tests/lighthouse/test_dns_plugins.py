@@ -12,9 +12,9 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
-import dnstest
 import pytest
 
+import dnstest
 from submariner.lighthouse.dns import chain, config, corefile
 from submariner.lighthouse.dns.plugin import (
     CachePolicy,

@@ -18,9 +18,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-import dnstest
 import pytest
 
+import dnstest
 from submariner.lighthouse.dns import answers, chain, server
 from submariner.lighthouse.dns.plugin import (
     CachePolicy,
