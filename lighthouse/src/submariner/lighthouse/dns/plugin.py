@@ -110,6 +110,35 @@ class CacheScope:
         self.token = ScopeToken()
 
 
+class RetirableScope(CacheScope):
+    """A CacheScope that can be retired for good (a data source replaced wholesale): a retired scope reports a
+    new generation on every read, so nothing cached under it is ever served again.
+
+    The server stores `scope.generation` with an answer and serves it while it still matches; an answer
+    built from data that changed before the server stored it would otherwise look valid forever.
+    """
+
+    __slots__ = ("_gen", "_retired")
+
+    def __init__(self, name: str) -> None:
+        self._gen = 0
+        self._retired = False
+        super().__init__(name)
+
+    @property
+    def generation(self) -> int:
+        if self._retired:
+            self._gen += 1
+        return self._gen
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._gen = value
+
+    def retire(self) -> None:
+        self._retired = True
+
+
 @dataclass(slots=True)
 class CachePolicy:
     """How the server may reuse a reply: until `scope` changes, at most `max_age` seconds.

@@ -30,12 +30,12 @@ import dns.rrset
 from submariner.lighthouse.dns.config import parse_key
 from submariner.lighthouse.dns.plugin import (
     CachePolicy,
-    CacheScope,
     Controller,
     Directive,
     Handler,
     Request,
     Result,
+    RetirableScope,
     SetupError,
     Wrapper,
     parse_duration,
@@ -53,30 +53,6 @@ DEFAULT_RELOAD = 5.0
 
 _IN = dns.rdataclass.IN
 _A, _AAAA, _PTR = dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.PTR
-
-
-class _Scope(CacheScope):
-    """Wire-cache validity that can be retired for good (see kubernetes._Scope): reloads replace the scope."""
-
-    __slots__ = ("_gen", "_retired")
-
-    def __init__(self, name: str) -> None:
-        self._gen = 0
-        self._retired = False
-        super().__init__(name)
-
-    @property
-    def generation(self) -> int:
-        if self._retired:
-            self._gen += 1
-        return self._gen
-
-    @generation.setter
-    def generation(self, value: int) -> None:
-        self._gen = value
-
-    def retire(self) -> None:
-        self._retired = True
 
 
 @dataclass(slots=True)
@@ -235,7 +211,7 @@ class Hosts:
         self.file = HostsMap()
         self.mtime: float | None = None
         self.size = -1
-        self.scope = _Scope(NAME)
+        self.scope = RetirableScope(NAME)
         self.next: Handler | None = None
         self._task: asyncio.Task[None] | None = None
         self.entries: GaugeVec = process.vec(GaugeVec("coredns_hosts_entries",
@@ -261,7 +237,7 @@ class Hosts:
         if parsed is None:
             return
         self.file, self.mtime, self.size = parsed
-        old, self.scope = self.scope, _Scope(NAME)
+        old, self.scope = self.scope, RetirableScope(NAME)
         old.retire()
         self.entries.set((self.o.path,), float(len(self.inline) + len(self.file)))
         self.reloaded.set((), self.mtime)

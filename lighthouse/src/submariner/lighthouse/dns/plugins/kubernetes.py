@@ -7,7 +7,7 @@ ClusterIPs and endpoint addresses, `a-b-c-d.ns.pod.zone` (pods insecure/verified
 (`ns.dns.<zone> hostmaster.<zone>`, serial = unix time of the last Service/Endpoint change).
 
 Informer callbacks run on their own threads; the model is guarded by one lock that a query holds only while
-it reads. Wire-cached answers are tied to a `_Scope` that is retired (never valid again) on every change, so an
+it reads. Wire-cached answers are tied to a `RetirableScope` that is retired (never valid again) on every change, so an
 answer computed from data that changed while it was being served is never reused.
 """
 
@@ -56,6 +56,7 @@ from submariner.lighthouse.dns.plugin import (
     Handler,
     Request,
     Result,
+    RetirableScope,
     SetupError,
     Wrapper,
     parse_duration,
@@ -85,34 +86,6 @@ _NXDOMAIN, _SERVFAIL, _REFUSED = dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL, dns.rco
 _NO_ITEMS = "no items found"
 _NS_NOT_EXPOSED = "namespace not exposed"
 _INVALID = "invalid query name"
-
-
-class _Scope(CacheScope):
-    """A CacheScope that can be retired: a retired scope reports a new generation on every read.
-
-    The server stores `scope.generation` with an answer and serves it while it still matches; an answer
-    built from data that changed before the server stored it would otherwise look valid forever.
-    """
-
-    __slots__ = ("_gen", "_retired")
-
-    def __init__(self, name: str) -> None:
-        self._gen = 0
-        self._retired = False
-        super().__init__(name)
-
-    @property
-    def generation(self) -> int:
-        if self._retired:
-            self._gen += 1
-        return self._gen
-
-    @generation.setter
-    def generation(self, value: int) -> None:
-        self._gen = value
-
-    def retire(self) -> None:
-        self._retired = True
 
 
 # -- configuration ---------------------------------------------------------------------------------------------
@@ -616,7 +589,7 @@ class Kubernetes:
         self.o = opts
         self.process = process
         self.listen_host = listen_host
-        self.scope = _Scope(NAME)
+        self.scope = RetirableScope(NAME)
         self.model = Model(self._changed)
         self.informers: list[Informer] = []
         self.synced = False
@@ -632,7 +605,7 @@ class Kubernetes:
     def _changed(self) -> None:
         """Called with the model lock held after every change: retire the scope the cached answers rely on."""
         old = self.scope
-        self.scope = _Scope(NAME)
+        self.scope = RetirableScope(NAME)
         old.retire()
 
     def build_informers(self, cluster: Any) -> list[Informer]:
