@@ -213,7 +213,32 @@ def ensure_node(instance: Instance, node: NodeState) -> None:
         assert eth0 is not None
         _ensure_address(ns, eth0, node.address, INSTANCE_SUBNET_PREFIX)
         _up(ns, eth0)
+        _ensure_cni_interface(ns, node)
     netns_sysctl(node.netns, "net.ipv4.ip_forward=1")
+
+
+CNI_INTERFACE = "cni0"
+
+
+def cni_address(pod_cidr: str) -> str:
+    """The node's own address inside its pod CIDR: the first host (pods start at the second)."""
+    return str(next(ipaddress.ip_network(pod_cidr, strict=False).hosts()))
+
+
+def _ensure_cni_interface(ns: Any, node: NodeState) -> None:
+    """A port-less bridge `cni0` holding the node's CNI IP: the first host of its pod CIDR, /32.
+
+    kind's CNI gives the node the pod range's gateway address the same way. Submariner's gateway and route agent
+    look for "the interface with an IP inside the cluster CIDR" (health-check IP, SNAT of host traffic into the
+    tunnel) and degrade without one. A bridge because this kernel has no dummy module.
+    """
+    index = _index(ns, CNI_INTERFACE)
+    if index is None:
+        ns.link("add", ifname=CNI_INTERFACE, kind="bridge")
+        index = _index(ns, CNI_INTERFACE)
+        assert index is not None
+    _ensure_address(ns, index, cni_address(node.pod_cidr), 32)
+    _up(ns, index)
 
 
 def ensure_node_routes(cluster: ClusterState) -> None:
