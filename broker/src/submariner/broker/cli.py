@@ -36,10 +36,13 @@ def main() -> None:
               help="normal: every acknowledged write survives a process kill; full: also a power loss (fsync).")
 @click.option("--watch-history", default=100_000, show_default=True, type=click.IntRange(1),
               help="Events kept for watches that resume from a resourceVersion; older ones get 410 Gone.")
+@click.option("--pod-exec-netns", metavar="ANNOTATION=PREFIX", default=None,
+              help="Serve pods/exec (kubectl exec) by running the command in the network namespace the pod "
+                   "annotation ANNOTATION names, if that name starts with PREFIX (the lab's pods).")
 @click.option("-v", "--verbose", is_flag=True, help="Log requests and state changes.")
 def serve(data_dir: Path, listen: str, kubeconfig: Path | None, context: str, service_cidr: str,
           advertise_address: str | None, tls_san: tuple[str, ...], synchronous: str, watch_history: int,
-          verbose: bool) -> None:
+          pod_exec_netns: str | None, verbose: bool) -> None:
     """Serve the Kubernetes API from a durable embedded store."""
     from .apiserver.allocators import ClusterIPAllocator
     from .apiserver.server import ServerConfig, run_server
@@ -49,12 +52,16 @@ def serve(data_dir: Path, listen: str, kubeconfig: Path | None, context: str, se
         ClusterIPAllocator(service_cidr)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--service-cluster-ip-range") from exc
+    annotation, _, prefix = (pod_exec_netns or "").partition("=")
+    if pod_exec_netns is not None and (not annotation or not prefix):
+        raise click.BadParameter("expected ANNOTATION=PREFIX, both non-empty", param_hint="--pod-exec-netns")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     run_server(ServerConfig(data_dir=data_dir, host=host, port=port, kubeconfig=kubeconfig, context=context,
                             service_cidr=service_cidr, advertise_address=advertise_address,
                             tls_sans=list(tls_san), synchronous=synchronous.upper(),
-                            history_size=watch_history))
+                            history_size=watch_history,
+                            pod_exec_netns=(annotation, prefix) if pod_exec_netns else None))
 
 
 @main.command()

@@ -18,7 +18,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from . import discovery
+from . import discovery, podexec
 from .core import PATCH_TYPES, Api, DeleteOptions
 from .errors import ApiError, bad_request, not_found
 from .patch import apply_json_patch, apply_merge_patch
@@ -70,6 +70,7 @@ class HttpApi:
         self.authorizer = Authorizer(lambda key: [e.obj for e in api.store.items(key)])
         api.rbac_changed = self.authorizer.invalidate
         self.bookmark_interval = bookmark_interval
+        self.exec_backend: podexec.NetnsExecBackend | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
@@ -195,6 +196,8 @@ class HttpApi:
         method = request.method
         query = request.rel_url.query
         rtype = route.rtype
+        if route.subresource == "exec" and rtype.key == PODS_KEY and self.exec_backend is not None:
+            return await self._exec(request, user, route)
         if route.subresource and route.subresource != "status" and not (
                 route.subresource == "scale" and rtype.key in SCALABLE):
             raise not_found(f"{rtype.plural}/{route.subresource}", route.name, rtype.group)
@@ -265,6 +268,22 @@ class HttpApi:
         entries = api.delete_collection(rtype, route.namespace or None, query.get("labelSelector", ""),
                                         query.get("fieldSelector", ""), opts)
         return self._list_response(rtype, entries, api.store.rv, "", None)
+
+    async def _exec(self, request: web.Request, user: UserInfo, route: Route) -> web.StreamResponse:
+        """`kubectl exec` (WebSocket): through the configured backend (see podexec)."""
+        assert self.exec_backend is not None
+        if request.method not in ("GET", "POST"):
+            raise ApiError(405, f"the server does not allow this method on pods/exec ({request.method})")
+        self.authorize(user, Attributes(verb="create", api_group="", resource="pods", subresource="exec",
+                                        namespace=route.namespace, name=route.name, path=request.path,
+                                        is_resource_request=True))
+        pod = self.api.get(route.rtype, route.namespace, route.name).obj
+        try:
+            exec_request = podexec.ExecRequest.from_query(request.rel_url.query,
+                                                          request.rel_url.query.getall("command", []))
+            return await podexec.serve(request, pod, exec_request, self.exec_backend)
+        except podexec.ExecError as exc:
+            raise ApiError(400, str(exc)) from None
 
     async def _scale(self, request: web.Request, verb: str, rtype: ResourceType, route: Route) -> web.Response:
         """The `scale` subresource (`kubectl scale`): an autoscaling/v1 Scale view of spec.replicas."""
@@ -431,6 +450,7 @@ def _both(a: Callable[[dict[str, Any]], bool], b: Callable[[dict[str, Any]], boo
 
 
 SCALABLE = frozenset({"apps/deployments", "apps/statefulsets"})
+PODS_KEY = "pods"
 
 
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:

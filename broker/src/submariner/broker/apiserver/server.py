@@ -16,6 +16,7 @@ from .allocators import ClusterIPAllocator, NodePortAllocator
 from .core import Api
 from .errors import ApiError
 from .http import HttpApi
+from .podexec import NetnsExecBackend
 from .resources import Registry
 from .store import Store
 from .watch import WatchHub
@@ -38,6 +39,7 @@ class ServerConfig:
     advertise_address: str | None = None
     synchronous: str = "NORMAL"
     history_size: int = 100_000
+    pod_exec_netns: tuple[str, str] | None = None  # (pod annotation, namespace-name prefix): enables pods/exec
 
 
 def _admin_token(data_dir: Path) -> str:
@@ -96,6 +98,8 @@ class Server:
         hosts = [h for h in [cfg.host, advertise, *cfg.tls_sans] if h and h not in ("0.0.0.0", "::")]
         ssl_ctx = pki.server_ssl_context(cfg.data_dir, hosts)
         self.http = HttpApi(self.api, admin_tokens={token}, server_address=f"{advertise}:{cfg.port}")
+        if cfg.pod_exec_netns is not None:
+            self.http.exec_backend = NetnsExecBackend(*cfg.pod_exec_netns)
         self.runner = web.AppRunner(self.http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True,
