@@ -1,4 +1,5 @@
-"""Globalnet: NAT for clusters whose CIDRs overlap.
+"""Globalnet: NAT for clusters whose CIDRs overlap (dataplane.md §4).
 
-Not implemented yet: the distribution exists so the monorepo layout is fixed; see issue #7.
+`ipam` hands out addresses of the cluster's GlobalCIDR, `rules` renders the nat chains from the desired
+state, the controllers keep that state in step with the Globalnet CRs, Services and pods.
 """
