@@ -39,10 +39,13 @@ def main() -> None:
 @click.option("--pod-exec-netns", metavar="ANNOTATION=PREFIX", default=None,
               help="Serve pods/exec (kubectl exec) by running the command in the network namespace the pod "
                    "annotation ANNOTATION names, if that name starts with PREFIX (the lab's pods).")
+@click.option("--pod-logs", metavar="ANNOTATION=DIR", default=None,
+              help="Serve pods/log (kubectl logs) from <dir>/<container>.log where the pod annotation ANNOTATION "
+                   "names <dir>, if <dir> is under DIR (the lab's kubelets write them).")
 @click.option("-v", "--verbose", is_flag=True, help="Log requests and state changes.")
 def serve(data_dir: Path, listen: str, kubeconfig: Path | None, context: str, service_cidr: str,
           advertise_address: str | None, tls_san: tuple[str, ...], synchronous: str, watch_history: int,
-          pod_exec_netns: str | None, verbose: bool) -> None:
+          pod_exec_netns: str | None, pod_logs: str | None, verbose: bool) -> None:
     """Serve the Kubernetes API from a durable embedded store."""
     from .apiserver.allocators import ClusterIPAllocator
     from .apiserver.server import ServerConfig, run_server
@@ -55,13 +58,17 @@ def serve(data_dir: Path, listen: str, kubeconfig: Path | None, context: str, se
     annotation, _, prefix = (pod_exec_netns or "").partition("=")
     if pod_exec_netns is not None and (not annotation or not prefix):
         raise click.BadParameter("expected ANNOTATION=PREFIX, both non-empty", param_hint="--pod-exec-netns")
+    log_annotation, _, log_root = (pod_logs or "").partition("=")
+    if pod_logs is not None and (not log_annotation or not log_root):
+        raise click.BadParameter("expected ANNOTATION=DIR, both non-empty", param_hint="--pod-logs")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     run_server(ServerConfig(data_dir=data_dir, host=host, port=port, kubeconfig=kubeconfig, context=context,
                             service_cidr=service_cidr, advertise_address=advertise_address,
                             tls_sans=list(tls_san), synchronous=synchronous.upper(),
                             history_size=watch_history,
-                            pod_exec_netns=(annotation, prefix) if pod_exec_netns else None))
+                            pod_exec_netns=(annotation, prefix) if pod_exec_netns else None,
+                            pod_logs=(log_annotation, Path(log_root)) if pod_logs else None))
 
 
 @main.command()

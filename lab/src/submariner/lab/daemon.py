@@ -47,7 +47,7 @@ from .config import CONTROL_PLANE
 from .controllers import Controllers
 from .kubelet import NodeAgent
 from .kubeproxy import KubeProxy
-from .names import NETNS_ANNOTATION, Instance
+from .names import LOGS_ANNOTATION, NETNS_ANNOTATION, Instance
 from .state import ClusterState, NodeState
 
 log = logging.getLogger("submariner.lab.daemon")
@@ -355,6 +355,7 @@ class ApiServer:
             "--context", self.instance.context(self.cluster.name),
             "--service-cluster-ip-range", self.cluster.service_subnet,
             "--pod-exec-netns", f"{NETNS_ANNOTATION}={self.instance.cluster_prefix(self.cluster.name)}",
+            "--pod-logs", f"{LOGS_ANNOTATION}={self.instance.cluster_dir(self.cluster.name)}",
         ]
 
     def start(self, timeout: float = API_START_TIMEOUT) -> None:

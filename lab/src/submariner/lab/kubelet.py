@@ -55,7 +55,7 @@ from submariner.broker.kube import (
     Obj,
 )
 from submariner.lab import images
-from submariner.lab.names import NETNS_ANNOTATION, Instance
+from submariner.lab.names import LOGS_ANNOTATION, NETNS_ANNOTATION, Instance
 
 log = logging.getLogger(__name__)
 
@@ -977,11 +977,10 @@ class NodeAgent:
 
     def _annotate(self, rt: PodRuntime) -> None:
         annotations = (rt.pod.get("metadata") or {}).get("annotations") or {}
-        if annotations.get(NETNS_ANNOTATION) == rt.exec_netns:
+        wanted = {NETNS_ANNOTATION: rt.exec_netns, LOGS_ANNOTATION: str(rt.dir)}
+        if all(annotations.get(k) == v for k, v in wanted.items()):
             return
-        self.kube.resource(PODS).patch(
-            rt.namespace, rt.name, {"metadata": {"annotations": {NETNS_ANNOTATION: rt.exec_netns}}},
-        )
+        self.kube.resource(PODS).patch(rt.namespace, rt.name, {"metadata": {"annotations": wanted}})
 
     def _teardown(self, rt: PodRuntime) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ DEFAULT_HOME = Path("/var/lib/sublab")
 UNDERLAY = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmarking range: never routed anywhere else
 INSTANCE_SUBNET_PREFIX = 20  # each instance gets a /20 of the underlay (4094 addresses)
 NETNS_ANNOTATION = "lab.submariner.io/netns"  # on a Pod: the network namespace the kubelet made for it
+LOGS_ANNOTATION = "lab.submariner.io/logs"  # on a Pod: the directory with its <container>.log files
 
 # What may follow `<cluster prefix>` in a namespace of that cluster: a kind node name's role part, or a pod.
 _NODE_ROLE = re.compile(r"^(control-plane|worker)\d*$")

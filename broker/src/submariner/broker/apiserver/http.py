@@ -18,7 +18,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from . import discovery, podexec
+from . import discovery, podexec, podlogs
 from .core import PATCH_TYPES, Api, DeleteOptions
 from .errors import ApiError, bad_request, not_found
 from .patch import apply_json_patch, apply_merge_patch
@@ -71,6 +71,7 @@ class HttpApi:
         api.rbac_changed = self.authorizer.invalidate
         self.bookmark_interval = bookmark_interval
         self.exec_backend: podexec.NetnsExecBackend | None = None
+        self.log_backend: podlogs.FileLogBackend | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
@@ -198,6 +199,8 @@ class HttpApi:
         rtype = route.rtype
         if route.subresource == "exec" and rtype.key == PODS_KEY and self.exec_backend is not None:
             return await self._exec(request, user, route)
+        if route.subresource == "log" and rtype.key == PODS_KEY and self.log_backend is not None:
+            return await self._logs(request, user, route)
         if route.subresource and route.subresource != "status" and not (
                 route.subresource == "scale" and rtype.key in SCALABLE):
             raise not_found(f"{rtype.plural}/{route.subresource}", route.name, rtype.group)
@@ -283,6 +286,20 @@ class HttpApi:
                                                           request.rel_url.query.getall("command", []))
             return await podexec.serve(request, pod, exec_request, self.exec_backend)
         except podexec.ExecError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    async def _logs(self, request: web.Request, user: UserInfo, route: Route) -> web.StreamResponse:
+        """`kubectl logs`: the container's log file through the configured backend (see podlogs)."""
+        assert self.log_backend is not None
+        if request.method != "GET":
+            raise ApiError(405, f"the server does not allow this method on pods/log ({request.method})")
+        self.authorize(user, Attributes(verb="get", api_group="", resource="pods", subresource="log",
+                                        namespace=route.namespace, name=route.name, path=request.path,
+                                        is_resource_request=True))
+        pod = self.api.get(route.rtype, route.namespace, route.name).obj
+        try:
+            return await podlogs.serve(request, pod, self.log_backend)
+        except podlogs.LogError as exc:
             raise ApiError(400, str(exc)) from None
 
     async def _scale(self, request: web.Request, verb: str, rtype: ResourceType, route: Route) -> web.Response:

@@ -17,6 +17,7 @@ from .core import Api
 from .errors import ApiError
 from .http import HttpApi
 from .podexec import NetnsExecBackend
+from .podlogs import FileLogBackend
 from .resources import Registry
 from .store import Store
 from .watch import WatchHub
@@ -40,6 +41,7 @@ class ServerConfig:
     synchronous: str = "NORMAL"
     history_size: int = 100_000
     pod_exec_netns: tuple[str, str] | None = None  # (pod annotation, namespace-name prefix): enables pods/exec
+    pod_logs: tuple[str, Path] | None = None  # (pod annotation, root directory): enables pods/log
 
 
 def _admin_token(data_dir: Path) -> str:
@@ -100,6 +102,8 @@ class Server:
         self.http = HttpApi(self.api, admin_tokens={token}, server_address=f"{advertise}:{cfg.port}")
         if cfg.pod_exec_netns is not None:
             self.http.exec_backend = NetnsExecBackend(*cfg.pod_exec_netns)
+        if cfg.pod_logs is not None:
+            self.http.log_backend = FileLogBackend(*cfg.pod_logs)
         self.runner = web.AppRunner(self.http.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True,
