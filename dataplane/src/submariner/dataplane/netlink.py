@@ -44,7 +44,7 @@ class Route:
     metric: int | None = None
     scope_link: bool = False      # `scope link`
     proto_static: bool = False    # `proto static` (RTPROT_STATIC = 4)
-    proto_kernel: bool = False    # `proto kernel`: the kernel's own (connected) route; reconcile_routes never deletes it
+    proto_kernel: bool = False    # `proto kernel` (connected route): reconcile_routes never deletes it
 
     def normalised(self) -> Route:
         return replace(self, dst=str(ipaddress.ip_network(self.dst, strict=False)))
