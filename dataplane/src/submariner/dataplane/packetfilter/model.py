@@ -203,6 +203,8 @@ def canonical(args: Sequence[str]) -> tuple[str, ...]:
             target_items.append(item)
             continue
         if item.option in _BASE_ORDER:
+            if item.option != "-f" and len(item.values) != 1:
+                raise RuleParseError(f"{item.option} needs one value in {' '.join(args)!r}")
             value = item.values[0] if item.values else ""
             if item.option in ("-s", "-d"):
                 value = _address(value)
@@ -216,8 +218,13 @@ def canonical(args: Sequence[str]) -> tuple[str, ...]:
         if item.option == "-m":
             if not item.values:
                 raise RuleParseError(f"-m without a module in {' '.join(args)!r}")
-            current = []
-            modules.append((item.values[0], current))
+            name = item.values[0]
+            existing = next((m for m in modules if m[0] == name), None)
+            if name in _IMPLICIT_PROTO_MODULES and existing is not None:
+                current = existing[1]  # nf_tables lists `-m tcp --dport 1 -m tcp --syn` as one tcp match
+            else:
+                current = []
+                modules.append((name, current))
             continue
         if item.option in ("-j", "-g"):
             if not item.values:
