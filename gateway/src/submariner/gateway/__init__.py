@@ -1,4 +1,7 @@
-"""Gateway Engine: cable drivers, NAT discovery, health checks, HA.
+"""Gateway Engine (dataplane.md §2): cable drivers, NAT discovery, health checks, Gateway CR, HA.
 
-Not implemented yet: the distribution exists so the monorepo layout is fixed; see issue #6.
+Map: config (env) → endpoint (local Endpoint) → gateway (election, active/passive roles) → engine (cables)
+with cable/ (vxlan, wireguard, libreswan drivers), natdiscovery/ (UDP 4490), healthcheck (ICMP pinger),
+gatewaystatus (Gateway CR), election (Lease), datastore (Cluster/Endpoint ⇄ broker), tunnel (Endpoint
+watch), cli (`submariner-gateway`).
 """

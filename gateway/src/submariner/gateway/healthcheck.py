@@ -1,0 +1,269 @@
+"""Health checking (dataplane.md §2.10): an ICMP pinger per remote Endpoint's `healthCheckIP`.
+
+Tunnel drivers report whether a cable is *configured*; only traffic through it proves it works. The leader
+pings each remote gateway's CNI IP through the cable and the Gateway CR shows the verdict and RTT figures.
+`Pinger` holds the loss/restart logic on an injectable clock and a `Prober` seam; `IcmpProber` is the raw
+socket implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from submariner.broker.api.submariner import EndpointSpec, LatencyRTTSpec
+
+log = logging.getLogger(__name__)
+
+CONNECTED, ERROR, UNKNOWN = "connected", "error", "unknown"
+WINDOW = 1000
+RESTART_AFTER = 5.0
+
+
+def go_duration(seconds: float) -> str:
+    """Go's time.Duration.String() for a non-negative duration: "1.234567ms", "2.5s", "850ns", "0s"."""
+    ns = round(seconds * 1e9)
+    if ns <= 0:
+        return "0s"
+    if ns < 1000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return _trim(ns / 1000, 3) + "µs"
+    if ns < 1_000_000_000:
+        return _trim(ns / 1_000_000, 6) + "ms"
+    s = ns / 1e9
+    if s < 60:
+        return _trim(s, 9) + "s"
+    h, rem = divmod(ns, 3_600_000_000_000)
+    m, rem = divmod(rem, 60_000_000_000)
+    out = (f"{h}h" if h else "") + f"{m}m"
+    return out + _trim(rem / 1e9, 9) + "s"
+
+
+def _trim(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+class Statistics:
+    """RTT figures over a window that restarts every 1000 samples keeping the last two (as upstream)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.last = 0.0
+
+    def update(self, rtt: float) -> None:
+        if len(self.samples) >= WINDOW:
+            self.samples = self.samples[-2:]
+        self.samples.append(rtt)
+        self.last = rtt
+
+    def latency(self) -> LatencyRTTSpec | None:
+        if not self.samples:
+            return None
+        n = len(self.samples)
+        mean = sum(self.samples) / n
+        std = math.sqrt(sum((x - mean) ** 2 for x in self.samples) / n)
+        return {"last": go_duration(self.last), "min": go_duration(min(self.samples)),
+                "average": go_duration(mean), "max": go_duration(max(self.samples)), "stdDev": go_duration(std)}
+
+
+class Prober(Protocol):
+    def send(self, seq: int) -> None: ...
+
+    def receive(self, timeout: float) -> int | None:
+        """The sequence number of a matching echo reply within `timeout`, else None."""
+
+    def close(self) -> None: ...
+
+
+class IcmpProber:
+    """Echo requests on a raw ICMP socket; replies matched by identifier and source address."""
+
+    def __init__(self, ip: str, ident: int | None = None) -> None:
+        self.ip = ip
+        self.ident = (ident if ident is not None else (os.getpid() ^ id(self))) & 0xFFFF
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+
+    @staticmethod
+    def _checksum(data: bytes) -> int:
+        if len(data) % 2:
+            data += b"\0"
+        total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        total = (total >> 16) + (total & 0xFFFF)
+        total += total >> 16
+        return ~total & 0xFFFF
+
+    def send(self, seq: int) -> None:
+        payload = b"submariner-health".ljust(24, b"\0")
+        header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq & 0xFFFF)
+        packet = struct.pack("!BBHHH", 8, 0, self._checksum(header + payload), self.ident, seq & 0xFFFF) + payload
+        self.sock.sendto(packet, (self.ip, 0))
+
+    def receive(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                return None
+            data, addr = self.sock.recvfrom(2048)
+            if addr[0] != self.ip or len(data) < 28:
+                continue
+            ihl = (data[0] & 0x0F) * 4
+            icmp_type, _, _, ident, seq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+            if icmp_type == 0 and ident == self.ident:
+                return int(seq)
+        return None  # unreachable
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Pinger:
+    """Sends an echo every `interval`; more than `max_loss` unanswered → error, restart after 5 s."""
+
+    def __init__(self, ip: str, *, interval: float = 1.0, max_loss: int = 5,
+                 prober_factory: Callable[[str], Prober] = IcmpProber,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ip = ip
+        self.interval = interval
+        self.max_loss = max_loss
+        self.prober_factory = prober_factory
+        self.clock = clock
+        self.status = UNKNOWN
+        self.message = ""
+        self.stats = Statistics()
+        self.sent = 0
+        self.received = 0
+        self._seq = 0
+        self._sent_at: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the logic (called by the loop, or directly by tests) ---------------------------------------------
+    def on_send(self) -> bool:
+        """Account for one echo about to go out; False when the loss threshold is crossed (stop + restart)."""
+        self.sent += 1
+        if self.sent - self.received > self.max_loss:
+            self.status = ERROR
+            self.message = f'Failed to successfully ping the remote endpoint IP "{self.ip}"'
+            return False
+        return True
+
+    def on_reply(self, rtt: float) -> None:
+        self.status = CONNECTED
+        self.message = ""
+        self.stats.update(rtt)
+        self.sent = self.received = 0
+
+    def on_failure(self, error: str) -> None:
+        self.status = UNKNOWN
+        self.message = error
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"pinger-{self.ip}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.interval + 2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                prober = self.prober_factory(self.ip)
+            except OSError as e:
+                self.on_failure(f"cannot open an ICMP socket: {e}")
+                if self._stop.wait(RESTART_AFTER):
+                    return
+                continue
+            try:
+                self._session(prober)
+            except OSError as e:
+                self.on_failure(f"pinging {self.ip} failed: {e}")
+            finally:
+                prober.close()
+            self.sent = self.received = 0
+            if self._stop.wait(RESTART_AFTER):
+                return
+
+    def _session(self, prober: Prober) -> None:
+        while not self._stop.is_set():
+            if not self.on_send():
+                log.info("health check: %s", self.message)
+                return
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._sent_at[self._seq] = self.clock()
+            prober.send(self._seq)
+            deadline = self.clock() + self.interval
+            while (left := deadline - self.clock()) > 0 and not self._stop.is_set():
+                seq = prober.receive(left)
+                if seq is None:
+                    break
+                sent_at = self._sent_at.pop(seq, None)
+                if sent_at is not None:
+                    self.received += 1
+                    self.on_reply(self.clock() - sent_at)
+            if len(self._sent_at) > 64:
+                self._sent_at = dict(list(self._sent_at.items())[-16:])
+            left = deadline - self.clock()
+            if left > 0 and self._stop.wait(left):
+                return
+
+
+class HealthChecker:
+    """One pinger per remote Endpoint with a healthCheckIP; restarted when that IP changes."""
+
+    def __init__(self, local_cluster_id: str, *, interval: float = 1.0, max_loss: int = 5,
+                 pinger_factory: Callable[[str], Pinger] | None = None) -> None:
+        self.local_cluster_id = local_cluster_id
+        self._factory = pinger_factory or (lambda ip: Pinger(ip, interval=interval, max_loss=max_loss))
+        self._pingers: dict[str, Pinger] = {}  # cable name -> pinger
+        self._lock = threading.Lock()
+
+    def endpoint_updated(self, spec: EndpointSpec) -> None:
+        if spec["cluster_id"] == self.local_cluster_id:
+            return
+        ip = spec.get("healthCheckIP") or ""
+        name = spec["cable_name"]
+        with self._lock:
+            current = self._pingers.get(name)
+            if current is not None and current.ip == ip:
+                return
+            if current is not None:
+                current.stop()
+                del self._pingers[name]
+            if ip:
+                pinger = self._factory(ip)
+                self._pingers[name] = pinger
+                pinger.start()
+
+    def endpoint_removed(self, spec: EndpointSpec) -> None:
+        with self._lock:
+            pinger = self._pingers.pop(spec["cable_name"], None)
+        if pinger is not None:
+            pinger.stop()
+
+    def latency_info(self, spec: EndpointSpec) -> Pinger | None:
+        with self._lock:
+            pinger = self._pingers.get(spec["cable_name"])
+        return pinger if pinger is not None and pinger.ip == spec.get("healthCheckIP") else None
+
+    def stop(self) -> None:
+        with self._lock:
+            pingers, self._pingers = list(self._pingers.values()), {}
+        for p in pingers:
+            p.stop()
