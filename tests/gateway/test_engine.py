@@ -1,0 +1,132 @@
+"""The cable engine (§2.4): local/equal endpoints ignored, per-cluster replacement, removal, HA status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from gwtest import RecordingDriver, endpoint, spec
+
+from submariner.gateway.cable.driver import NATEndpointInfo
+from submariner.gateway.engine import CableEngine, specs_equal
+
+LOCAL = spec("east", "192.168.1.10", subnets=["10.1.0.0/16"])
+
+
+class ManualDiscovery:
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.removed: list[str] = []
+
+    def add_endpoint(self, ep: dict[str, Any]) -> None:
+        self.added.append(ep["spec"]["cable_name"])
+
+    def remove_endpoint(self, name: str) -> None:
+        self.removed.append(name)
+
+
+def make(running: bool = True) -> tuple[CableEngine, RecordingDriver, ManualDiscovery]:
+    driver = RecordingDriver()
+    disc = ManualDiscovery()
+    engine = CableEngine(LOCAL, driver, disc)  # type: ignore[arg-type]
+    if running:
+        engine.start()
+    return engine, driver, disc
+
+
+def ready(ep: dict[str, Any], ip: str | None = None, nat: bool = False) -> NATEndpointInfo:
+    return NATEndpointInfo(ep, ip or ep["spec"]["private_ip"], nat)
+
+
+def test_local_cluster_and_equal_endpoints_are_ignored() -> None:
+    engine, _driver, disc = make()
+    engine.install_cable(endpoint(spec("east", "192.168.1.11")))
+    engine.install_cable(endpoint(dict(LOCAL)))
+    assert disc.added == []
+
+
+def test_connect_only_after_discovery_and_replacement_by_newer_endpoint() -> None:
+    engine, driver, disc = make()
+    old = endpoint(spec("west", "192.168.2.20"), created="2026-01-01T00:00:00Z")
+    engine.install_cable(old)
+    assert disc.added == [old["spec"]["cable_name"]]
+    assert ("connect", old["spec"]["cable_name"]) not in driver.calls
+    engine.on_ready(ready(old))
+    assert driver.calls[-1] == ("connect", old["spec"]["cable_name"])
+    # identical verdict again: no-op
+    engine.install_cable(old)
+    engine.on_ready(ready(old))
+    assert driver.calls.count(("connect", old["spec"]["cable_name"])) == 1
+    # a newer endpoint of the same cluster replaces the old cable
+    new = endpoint(spec("west", "192.168.2.21"), created="2026-01-02T00:00:00Z")
+    engine.install_cable(new)
+    engine.on_ready(ready(new))
+    assert driver.calls[-2:] == [("disconnect", old["spec"]["cable_name"]), ("connect", new["spec"]["cable_name"])]
+    # an older one is ignored
+    older = endpoint(spec("west", "192.168.2.22"), created="2025-12-01T00:00:00Z")
+    engine.install_cable(older)
+    engine.on_ready(ready(older))
+    assert list(engine.installed()) == [new["spec"]["cable_name"]]
+    # another cluster's cable is untouched
+    south = endpoint(spec("south", "192.168.3.30"))
+    engine.install_cable(south)
+    engine.on_ready(ready(south))
+    assert sorted(engine.installed()) == sorted([new["spec"]["cable_name"], south["spec"]["cable_name"]])
+
+
+def test_changed_nat_verdict_reconnects() -> None:
+    engine, driver, _ = make()
+    ep = endpoint(spec("west", "192.168.2.20", public_ip="203.0.113.1"))
+    engine.install_cable(ep)
+    engine.on_ready(ready(ep, "203.0.113.1", True))
+    engine.on_ready(ready(ep, "192.168.2.20", False))  # the late private answer (second ready event)
+    assert engine.installed()[ep["spec"]["cable_name"]].use_ip == "192.168.2.20"
+    assert [c for c, _ in driver.calls].count("connect") == 2
+
+
+def test_removed_before_discovery_never_connects_and_remove_disconnects() -> None:
+    engine, driver, disc = make()
+    ep = endpoint(spec("west", "192.168.2.20"))
+    engine.install_cable(ep)
+    engine.remove_cable(ep)
+    engine.on_ready(ready(ep))
+    assert all(c != "connect" for c, _ in driver.calls)
+    assert disc.removed == [ep["spec"]["cable_name"]]
+    engine.install_cable(ep)
+    engine.on_ready(ready(ep))
+    engine.remove_cable(ep)
+    assert driver.calls[-1] == ("disconnect", ep["spec"]["cable_name"])
+
+
+def test_ha_status_and_connections_follow_running_state() -> None:
+    engine, driver, _ = make(running=False)
+    assert engine.ha_status() == "passive"
+    assert engine.list_connections() == []
+    ep = endpoint(spec("west", "192.168.2.20"))
+    engine.install_cable(ep)
+    engine.on_ready(ready(ep))  # not running: nothing happens
+    assert driver.conns == {}
+    engine.start()
+    assert engine.ha_status() == "active"
+    engine.install_cable(ep)
+    engine.on_ready(ready(ep))
+    assert [c["status"] for c in engine.list_connections()] == ["connected"]
+    engine.stop()
+    assert engine.ha_status() == "passive"
+    assert engine.list_connections() == []
+
+
+def test_driver_init_failure_is_start_failure() -> None:
+    engine = CableEngine(LOCAL, RecordingDriver(fail_init=True))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        engine.start()
+    assert engine.ha_status() == "passive"
+
+
+def test_specs_equal_ignores_backend_config_behind_load_balancers() -> None:
+    a = spec("west", "192.168.2.20", **{"using-loadbalancer": "true"})
+    b = dict(a, backend_config={**a["backend_config"], "udp-port": "4501"})
+    assert specs_equal(a, b)  # type: ignore[arg-type]
+    b["backend_config"].pop("using-loadbalancer")
+    assert not specs_equal(a, b)  # type: ignore[arg-type]
+    assert not specs_equal(a, dict(a, hostname="other"))  # type: ignore[arg-type]
