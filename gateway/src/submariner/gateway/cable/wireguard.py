@@ -140,7 +140,10 @@ def parse_dump(text: str) -> Device | None:
 class WireguardGoBackend:
     """wireguard-go + wg inside a private mount namespace (see the module docstring)."""
 
-    def __init__(self, *, wireguard_go: str = "wireguard-go", wg: str = "wg", startup_timeout: float = 10.0) -> None:
+    def __init__(self, *, wireguard_go: str = "wireguard-go", wg: str = "wg", startup_timeout: float = 10.0,
+                 netns: str | None = None) -> None:
+        """`netns` runs every command in that named network namespace (tests); None = our own."""
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.wireguard_go = wireguard_go
         self.wg = wg
         self.startup_timeout = startup_timeout
@@ -150,7 +153,7 @@ class WireguardGoBackend:
     def _mount_ns(self) -> list[str]:
         if self._holder is None or self._holder.poll() is not None:
             holder = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                [*self.prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c",
                  "mkdir -p /var/run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /var/run/wireguard "
                  "&& echo ready && exec sleep infinity"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,11 +164,14 @@ class WireguardGoBackend:
                 holder.wait()
                 raise DriverError(f"cannot create a private mount namespace for wireguard-go: {err.strip()}")
             self._holder = holder
-        return ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt"]
+        return [*self.prefix, "nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt"]
 
     def _socket(self, name: str) -> Path:
         assert self._holder is not None
-        return Path(f"/proc/{self._holder.pid}/root/var/run/wireguard/{name}.sock")
+        # /var/run is usually a symlink to /run: resolve it here, since /proc/<pid>/root would follow an
+        # absolute symlink back into *our* mount namespace
+        run_dir = os.path.realpath("/var/run/wireguard").lstrip("/")
+        return Path(f"/proc/{self._holder.pid}/root/{run_dir}/{name}.sock")
 
     def _wg(self, *args: str, stdin: str | None = None) -> str:
         cmd = [*self._mount_ns(), self.wg, *args]
@@ -198,7 +204,7 @@ class WireguardGoBackend:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=15, check=False)
+        subprocess.run([*self.prefix, "ip", "link", "del", name], capture_output=True, timeout=15, check=False)
 
     def configure(self, name: str, private_key: str, listen_port: int) -> None:
         self._wg("set", name, "private-key", "/dev/stdin", "listen-port", str(listen_port), stdin=private_key)
@@ -220,6 +226,13 @@ class WireguardGoBackend:
             return parse_dump(self._wg("show", name, "dump"))
         except DriverError:
             return None
+
+    def pids(self) -> list[int]:
+        """Processes this backend started (the holder and one wireguard-go per device)."""
+        procs: list[subprocess.Popen[Any]] = [*self._daemons.values()]
+        if self._holder is not None:
+            procs.append(self._holder)
+        return [p.pid for p in procs if p.poll() is None]
 
     def close(self) -> None:
         for name in list(self._daemons):
