@@ -156,6 +156,8 @@ class ViewResult:
 class ClusterView:
     kube: ClientFactory
     reporter: Reporter
+    tables: bool = True
+    """Print tables (False for -o json/yaml, where only the data is printed)."""
     _submariner: Obj | None = None
     _loaded: bool = False
     data: dict[str, Any] = field(default_factory=dict)
@@ -281,22 +283,22 @@ class ClusterView:
         out.append(brokers.text)
         if self.submariner() is not None:
             for view in (self.connections, self.endpoints, self.gateways_view, self.networks, self.versions):
-                _flush(out)
+                self._flush(out)
                 result = view()
                 failed |= result.failed
                 out.append(result.text + "\n")
         else:
-            _flush(out)
+            self._flush(out)
             out.append(self.versions().text)
             self.reporter.warning(NOT_INSTALLED)
         return ViewResult("".join(out), self.data, failed)
 
-
-def _flush(out: list[str]) -> None:
-    """Tables go out as soon as they are complete, so they interleave with the progress lines."""
-    sys.stdout.write("".join(out))
-    sys.stdout.flush()
-    out.clear()
+    def _flush(self, out: list[str]) -> None:
+        """Tables go out as soon as they are complete, so they interleave with the progress lines."""
+        if self.tables:
+            sys.stdout.write("".join(out))
+            sys.stdout.flush()
+        out.clear()
 
 
 VIEWS: dict[str, Callable[[ClusterView], ViewResult]] = {
@@ -322,7 +324,7 @@ def run(kube: KubeFlags, view: str, contexts: list[str], output: str, reporter: 
             sys.stdout.flush()
         try:
             cluster = connect(kube, ctx.name)
-            cv = ClusterView(cluster, reporter)
+            cv = ClusterView(cluster, reporter, tables=output == "table")
             result = VIEWS[view](cv)
             if result.failed or reporter.failed:
                 ok = False
