@@ -260,3 +260,27 @@ def test_kernel_failure_names_the_input(netns: str) -> None:
     with pytest.raises(PacketFilterError, match="NO-SUCH-SET"):
         pf.apply(bad)
     assert pf.chain_rules("nat", "SUBMARINER-BAD") is None  # the transaction did not half-apply
+
+
+@pytest.mark.root
+def test_a_table_changed_between_read_and_write_is_planned_again(netns: str) -> None:
+    """Another program removes our misplaced hook after we listed the table: our `-D` fails, we re-plan."""
+    run = subprocess_runner(netns)
+    restores: list[str] = []
+
+    def racing(argv: Sequence[str], stdin: str | None) -> str:
+        if argv[0] == "iptables-restore":
+            restores.append(stdin or "")
+            if len(restores) == 1:
+                in_ns(netns, "iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "SUBMARINER-POSTROUTING")
+        return run(argv, stdin)
+
+    rs = route_agent_rules()
+    IptablesRestore(netns=netns).apply(rs)
+    in_ns(netns, "iptables", "-t", "nat", "-N", "KUBE-POSTROUTING")
+    in_ns(netns, "iptables", "-t", "nat", "-I", "POSTROUTING", "1", "-j", "KUBE-POSTROUTING")
+    pf = IptablesRestore(netns=netns, runner=racing)
+    assert pf.apply(rs) is True
+    assert len(restores) == 2 and "-D POSTROUTING" in restores[0] and "-D POSTROUTING" not in restores[1]
+    assert pf.chain_rules("nat", "POSTROUTING") == [canonical(("-j", "SUBMARINER-POSTROUTING")),
+                                                   canonical(("-j", "KUBE-POSTROUTING"))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -53,12 +54,16 @@ class PacketFilter(Protocol):
 
 
 class IptablesRestore:
-    """Reads with `iptables-save -t T`, writes with one `iptables-restore --noflush` per apply/delete."""
+    """Reads with `iptables-save -t T`, writes with one `iptables-restore --noflush` per apply/delete.
+
+    iptables-nft-restore commits each table section (`*nat` … `COMMIT`) atomically: a reader never sees a
+    chain half rewritten, and a failing rule leaves that table as it was."""
 
     def __init__(self, netns: str | None = None, runner: Runner | None = None) -> None:
         self.netns = netns
         self.run = runner or subprocess_runner(netns)
         self.transactions = 0  # restores run, for tests and logs
+        self.attempts = 3
 
     def _read(self, table: str) -> TableState:
         text = self.run(["iptables-save", "-t", table], None)
@@ -75,12 +80,24 @@ class IptablesRestore:
         self.transactions += 1
         return True
 
+    def _plan_and_commit(self, ruleset: Ruleset, planner: Callable[[str, TableState, Ruleset], list[Op]]) -> bool:
+        """Read, plan, write; again (up to `attempts`) when the write fails, because another program (kube-proxy,
+        Globalnet) may have changed a table between our read and our write and a `-D` then misses."""
+        for attempt in range(1, self.attempts + 1):
+            plans = {table: planner(table, self._read(table), ruleset) for table in ruleset.tables()}
+            try:
+                return self._commit(plans)
+            except PacketFilterError:
+                if attempt == self.attempts:
+                    raise
+                time.sleep(0.05 * attempt)
+        return False  # not reached
+
     def apply(self, ruleset: Ruleset) -> bool:
-        plans = {table: plan_table(table, self._read(table), ruleset) for table in ruleset.tables()}
-        return self._commit(plans)
+        return self._plan_and_commit(ruleset, plan_table)
 
     def delete(self, ruleset: Ruleset) -> None:
-        self._commit({table: plan_delete(table, self._read(table), ruleset) for table in ruleset.tables()})
+        self._plan_and_commit(ruleset, plan_delete)
 
     def chain_rules(self, table: str, chain: str) -> list[tuple[str, ...]] | None:
         rules = self._read(table).chains.get(chain)
