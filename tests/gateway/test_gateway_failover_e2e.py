@@ -1,0 +1,213 @@
+"""Two real `submariner-gateway` processes in two node namespaces against a real API server: one active,
+one passive; SIGTERM hands over in < 2 s (Lease released), SIGKILL within the lease duration.
+
+Topology (all throw-away, `subm-gw-*`): an "api" namespace with a bridge holding 192.168.79.254 and the
+API server (`submariner-broker serve`, also used as the broker), two node namespaces with a veth into that
+bridge and a `cni0` holding their CNI IP. The test talks to the API from a thread that entered the api
+namespace (setns is per thread), so the root namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from gwtest import endpoint, spec
+from netns import sh
+
+from submariner.broker.api.submariner import ENDPOINTS, GATEWAYS
+from submariner.broker.kube import LEASES, NAMESPACES, Cluster, KubeError, NotFound
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+
+BIN = Path(sys.executable).parent
+NS = "submariner-operator"
+BROKER_NS = "submariner-k8s-broker"
+API_IP = "192.168.79.254"
+T = TypeVar("T")
+
+
+class InNetns:
+    """Runs calls on one thread that setns()'d into a named network namespace."""
+
+    def __init__(self, netns: str) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, initializer=self._enter, initargs=(netns,))
+
+    @staticmethod
+    def _enter(netns: str) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, this thread only
+                raise OSError(ctypes.get_errno(), "setns failed")
+        finally:
+            os.close(fd)
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        return self.pool.submit(fn).result(30)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def topology() -> Iterator[dict[str, str]]:
+    tag = secrets.token_hex(3)
+    names = {"api": f"subm-gw-{tag}-api", "a": f"subm-gw-{tag}-na", "b": f"subm-gw-{tag}-nb"}
+    try:
+        for ns in names.values():
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        api = names["api"]
+        sh("ip", "-n", api, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", api, "addr", "add", f"{API_IP}/24", "dev", "br0")
+        sh("ip", "-n", api, "link", "set", "br0", "up")
+        for i, key in enumerate(("a", "b"), start=1):
+            ns = names[key]
+            sh("ip", "-n", api, "link", "add", f"p{key}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh("ip", "-n", api, "link", "set", f"p{key}", "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"192.168.79.{i}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
+            sh("ip", "-n", ns, "addr", "add", f"10.1.{i}.1/24", "dev", "cni0")
+            sh("ip", "-n", ns, "link", "set", "cni0", "up")
+        yield names
+    finally:
+        for ns in names.values():
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def start_server(netns: str, base: Path, pids: list[int]) -> Path:
+    kubeconfig = base / "kubeconfig"
+    log = open(base / "server.log", "w")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, str(BIN / "submariner-broker"), "serve", "--data-dir", str(base / "data"),
+         "--listen", f"{API_IP}:6443", "--advertise-address", API_IP, "--tls-san", API_IP,
+         "--write-kubeconfig", str(kubeconfig), "--context", "gw-test"],
+        stdout=subprocess.PIPE, stderr=log, text=True)
+    log.close()
+    pids.append(proc.pid)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready and "serving" in proc.stdout.readline():
+            return kubeconfig
+        if proc.poll() is not None:
+            break
+    raise RuntimeError(f"API server did not start: {(base / 'server.log').read_text()[-2000:]}")
+
+
+def start_gateway(netns: str, node: str, kubeconfig: Path, base: Path, pids: list[int]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SUBMARINER_CLUSTERID": "east", "SUBMARINER_NAMESPACE": NS, "NODE_NAME": node,
+           "SUBMARINER_CLUSTERCIDR": "10.1.0.0/16", "SUBMARINER_SERVICECIDR": "10.96.0.0/16",
+           "SUBMARINER_CABLEDRIVER": "vxlan", "LEADERSHIP_LEASEDURATION": "4", "LEADERSHIP_RENEWDEADLINE": "3",
+           "LEADERSHIP_RETRYPERIOD": "1", "SUBMARINER_GATEWAYSTATUSINTERVAL": "1"}
+    log = open(base / f"{node}.log", "a")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, str(BIN / "submariner-gateway"), "--kubeconfig", str(kubeconfig),
+         "--broker-kubeconfig", str(kubeconfig), "--broker-namespace", BROKER_NS],
+        env=env, stdout=log, stderr=log)
+    log.close()
+    pids.append(proc.pid)
+    return proc
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.05) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if check():
+                return time.monotonic() - started
+        except KubeError:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_failover_sigterm_and_sigkill(tmp_path: Path) -> None:
+    pids: list[int] = []
+    with topology() as ns:
+        inside = InNetns(ns["api"])
+        try:
+            kubeconfig = start_server(ns["api"], tmp_path, pids)
+            crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True,
+                                  check=True).stdout
+            subprocess.run(["ip", "netns", "exec", ns["api"], str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
+                            "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
+            api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
+            for name in (NS, BROKER_NS):
+                inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+            # a remote cluster's gateway, already on the broker (discovery off: the legacy choice is immediate)
+            west = endpoint(spec("west", "192.168.80.1", subnets=["10.2.0.0/16"],
+                                 **{"natt-discovery-port": "0"}), namespace=BROKER_NS)
+            west["metadata"] = {"name": west["metadata"]["name"], "namespace": BROKER_NS,
+                                "labels": {"submariner-io/clusterID": "west"}}
+            inside(lambda: api.resource(ENDPOINTS).create(west))
+
+            def gateway(name: str) -> dict[str, Any] | None:
+                try:
+                    return inside(lambda: api.resource(GATEWAYS).get(NS, name))
+                except NotFound:
+                    return None
+
+            def serving(name: str) -> bool:
+                gw = gateway(name)
+                status = (gw or {}).get("status") or {}
+                return status.get("haStatus") == "active" and any(
+                    c["endpoint"]["cluster_id"] == "west" and c["status"] == "connected"
+                    for c in status.get("connections") or [])
+
+            gw_a = start_gateway(ns["a"], "node-a", kubeconfig, tmp_path, pids)
+            wait_for("node-a active with a cable to west", lambda: serving("node-a"), 20)
+            gw_b = start_gateway(ns["b"], "node-b", kubeconfig, tmp_path, pids)
+            wait_for("node-b passive", lambda: ((gateway("node-b") or {}).get("status") or {}).get("haStatus")
+                     == "passive", 20)
+            assert "lookup 100" in sh("ip", "-n", ns["a"], "rule", "show").stdout
+            assert "10.2.0.0/16 via 241.168.80.1 dev vxlan-tunnel" in sh(
+                "ip", "-n", ns["a"], "route", "show", "table", "100").stdout
+            assert "vxlan-tunnel" not in sh("ip", "-n", ns["b"], "link", "show").stdout  # passive: no kernel state
+
+            # SIGTERM: the Lease is released, node-b serves within 2 s
+            gw_a.send_signal(signal.SIGTERM)
+            took = wait_for("node-b active after SIGTERM", lambda: serving("node-b"), 10)
+            assert took < 2.0, f"SIGTERM failover took {took:.2f}s"
+            assert gw_a.wait(10) == 0
+            assert gateway("node-a") is None, "a stopped gateway deletes its Gateway object"
+            wait_for("broker holds node-b's Endpoint, not node-a's", lambda: sorted(
+                e["spec"]["hostname"] for e in inside(lambda: api.resource(ENDPOINTS).list(BROKER_NS)[0])
+                if e["spec"]["cluster_id"] == "east") == ["node-b"], 10)
+
+            # SIGKILL: the restarted node-a takes over within the lease duration (4 s) + a retry period (1 s)
+            gw_a = start_gateway(ns["a"], "node-a", kubeconfig, tmp_path, pids)
+            wait_for("node-a passive again", lambda: ((gateway("node-a") or {}).get("status") or {}).get(
+                "haStatus") == "passive", 20)
+            os.kill(gw_b.pid, signal.SIGKILL)
+            gw_b.wait(10)
+            took = wait_for("node-a active after SIGKILL", lambda: serving("node-a"), 15)
+            assert took < 4 + 1 + 1.5, f"SIGKILL failover took {took:.2f}s"
+            lease = inside(lambda: api.resource(LEASES).get(NS, "submariner-gateway-lock"))
+            assert lease["spec"]["holderIdentity"] == "node-a-submariner-gateway"
+            gw_a.send_signal(signal.SIGTERM)
+            assert gw_a.wait(10) == 0
+        finally:
+            inside.close()
+            for pid in reversed(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
