@@ -295,3 +295,14 @@ def test_settings_from_env() -> None:
         Settings.from_env({"SUBMARINER_CLUSTERID": "c1"})
     with pytest.raises(ConfigError, match="SUBMARINER_CLUSTERCIDR"):
         Settings.from_env({**env, "SUBMARINER_CLUSTERCIDR": "10.8.0.0/33"})
+
+
+def test_gateway_route_goes_via_the_next_hop_when_the_remote_gateway_is_inside_its_subnet() -> None:
+    gw = Node("c1-control-plane")
+    gw.nl.replace_route(Route("10.0.0.0/8", gateway="192.168.1.1", oif="eth0"))  # the underlay's way out
+    inside = endpoint("c5", "c5-gw", "10.50.0.5", ["10.50.0.0/16", "10.51.0.0/16"])
+    gw.run([LOCAL_ON_CP, inside])
+    assert gw.nl.routes(150) == [
+        Route("10.50.0.0/16", 150, gateway="192.168.1.1", oif="eth0", src="10.8.0.1", proto_static=True),
+        Route("10.51.0.0/16", 150, oif="eth0", src="10.8.0.1", scope_link=True, proto_static=True)]
+    gw.assert_no_churn([LOCAL_ON_CP, inside])

@@ -62,6 +62,7 @@ class HostFacts:
     cni_ifname: str | None = None
     cni_ip: str | None = None
     links: frozenset[str] = frozenset()
+    nexthops: Mapping[str, str | None] = field(default_factory=dict)  # remote gateway IP → main-table next hop
 
 
 @dataclass
@@ -210,6 +211,25 @@ def forced_mss(settings: Settings, local: Mapping[str, Any] | None, node: Mappin
     return facts.mtu - overhead
 
 
+def endpoint_gateway_ip(endpoint: Mapping[str, Any]) -> str:
+    """§1 helper: public_ip if non-empty, else private_ip."""
+    spec = spec_of(endpoint)
+    return str(spec.get("public_ip") or "") or str(spec.get("private_ip") or "")
+
+
+def _gateway_route(subnet: str, oif: str, facts: HostFacts, remotes: Sequence[Mapping[str, Any]]) -> Route:
+    """A table-150 route; `via <nexthop>` when the remote gateway's own IP lies inside the subnet (issue #1106:
+    a scope-link route would otherwise swallow the tunnel's outer packets to that gateway)."""
+    net = ipaddress.ip_network(subnet)
+    for ep in remotes:
+        ip = endpoint_gateway_ip(ep)
+        if subnet in (spec_of(ep).get("subnets") or ()) and ip and ipaddress.ip_address(ip) in net:
+            nexthop = facts.nexthops.get(ip)
+            if nexthop:
+                return Route(subnet, GATEWAY_TABLE, gateway=nexthop, oif=oif, src=facts.cni_ip, proto_static=True)
+    return Route(subnet, GATEWAY_TABLE, oif=oif, src=facts.cni_ip, scope_link=True, proto_static=True)
+
+
 # -- the whole decision ----------------------------------------------------------------------------------
 def desired_state(settings: Settings, endpoints: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]],
                   facts: HostFacts) -> Desired:
@@ -250,8 +270,7 @@ def desired_state(settings: Settings, endpoints: Iterable[Mapping[str, Any]], no
         oif = cable or facts.ifname
         gateway_routes = []
         if oif is not None and oif in facts.links:
-            gateway_routes = [Route(s, GATEWAY_TABLE, oif=oif, src=facts.cni_ip, scope_link=True, proto_static=True)
-                              for s in subnets]
+            gateway_routes = [_gateway_route(s, oif, facts, remotes) for s in subnets]
         elif oif is not None:
             log.info("table %d waits for interface %s (not present yet)", GATEWAY_TABLE, oif)
         if settings.globalnet:

@@ -30,6 +30,7 @@ from submariner.routeagent.model import (
     Desired,
     HostFacts,
     desired_state,
+    endpoint_gateway_ip,
     node_internal_ip,
     select_endpoints,
     spec_of,
@@ -49,8 +50,20 @@ def _interface_holding(nl: Netlink, ip: str) -> str | None:
     return None
 
 
+def next_hop(nl: Netlink, ip: str) -> str | None:
+    """The `via` of the most specific main-table route to ip (not one of ours), None if directly reachable."""
+    addr = ipaddress.ip_address(ip)
+    best: Route | None = None
+    for route in nl.routes(MAIN_TABLE):
+        net = ipaddress.ip_network(route.dst)
+        if addr in net and route.oif != VX_IFACE and (
+                best is None or net.prefixlen > ipaddress.ip_network(best.dst).prefixlen):
+            best = route
+    return best.gateway if best is not None else None
+
+
 def host_facts(nl: Netlink, settings: Settings, node: Mapping[str, Any] | None,
-               gateway_ip: str | None) -> HostFacts:
+               gateway_ip: str | None, remote_gateway_ips: Iterable[str] = ()) -> HostFacts:
     """The node's uplink, its address and MTU, and the CNI interface.
 
     The reference uses "the default-route interface" (the one the kernel picks for 8.8.8.8). Lab node
@@ -82,7 +95,8 @@ def host_facts(nl: Netlink, settings: Settings, node: Mapping[str, Any] | None,
             cni_ifname, cni_ip = name, str(addr)
             break
     return HostFacts(ifname=ifname, ip=ip, mtu=nl.link_mtu(ifname) if ifname else None, cni_ifname=cni_ifname,
-                     cni_ip=cni_ip, links=frozenset(nl.link_names()))
+                     cni_ip=cni_ip, links=frozenset(nl.link_names()),
+                     nexthops={r: next_hop(nl, r) for r in remote_gateway_ips})
 
 
 def _owned_main(route: Route) -> bool:
@@ -103,10 +117,12 @@ class Reconciler:
 
     def desired(self, endpoints: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]) -> Desired:
         endpoints, nodes = list(endpoints), list(nodes)
-        local, _ = select_endpoints(endpoints, self.settings.cluster_id)
+        local, remotes = select_endpoints(endpoints, self.settings.cluster_id)
         me = next((n for n in nodes if (n.get("metadata") or {}).get("name") == self.settings.node_name), None)
         gateway_ip = str(spec_of(local).get("private_ip") or "") if local is not None else None
-        facts = host_facts(self.nl, self.settings, me, gateway_ip)
+        on_gateway = local is not None and spec_of(local).get("hostname") == self.settings.node_name
+        remote_ips = [ip for ep in remotes if (ip := endpoint_gateway_ip(ep))] if on_gateway else []
+        facts = host_facts(self.nl, self.settings, me, gateway_ip, remote_ips)
         return desired_state(self.settings, endpoints, nodes, facts)
 
     def reconcile(self, endpoints: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]) -> Desired:
