@@ -33,7 +33,17 @@ from submariner.cli.errors import CliError, exit_on_error
 from submariner.cli.kubeconf import KubeFlags, connect, resolve
 from submariner.cli.options import kube_options, split_list
 from submariner.cli.reporter import Reporter
-from submariner.cli.resources import BROKERS, CLUSTERS, CONFIGMAPS, GATEWAYS, NODES, SERVICES
+from submariner.cli.resources import (
+    BROKERS,
+    CLUSTERS,
+    CONFIGMAPS,
+    GATEWAYS,
+    NODES,
+    SERVICE_ACCOUNTS,
+    SERVICE_DISCOVERIES,
+    SERVICES,
+    SUBMARINERS,
+)
 
 CABLE_DRIVERS = ("libreswan", "wireguard", "vxlan")
 WORKER_LABEL = "node-role.kubernetes.io/worker"
@@ -320,13 +330,18 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
     broker, broker_clusters = check_broker(info, url, opts.broker_info, verify=opts.check_broker_certificate)
     broker_ns = info.broker_namespace or BROKER_NAMESPACE
 
-    # Uniqueness: another cluster already joined with this ID (re-joining this cluster is fine).
-    if any(c["metadata"].get("name") == cluster_id for c in broker_clusters):
+    # Uniqueness: another cluster already joined with this ID (re-joining this cluster is fine). The broker's
+    # Cluster objects appear only once a gateway runs, so the per-cluster service account counts too.
+    taken = any(c["metadata"].get("name") == cluster_id for c in broker_clusters)
+    if not taken:
         try:
-            local.resource(CLUSTERS).get(OPERATOR_NAMESPACE, cluster_id)
+            broker.resource(SERVICE_ACCOUNTS).get(broker_ns, m.cluster_account(cluster_id))
+            taken = True
         except KubeError:
-            raise CliError(f'Detected an existing joined cluster with the same ID "{cluster_id}" on the broker. '
-                           "Cluster IDs must be unique across all clusters") from None
+            pass
+    if taken and not _joined_here(local, cluster_id):
+        raise CliError(f'Detected an existing joined cluster with the same ID "{cluster_id}" on the broker. '
+                       "Cluster IDs must be unique across all clusters")
 
     reporter.start("Discovering network details")
     try:
@@ -420,6 +435,19 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
     return Plan(settings=settings, broker=broker, broker_ns=broker_ns, info=info, local=local,
                 gateway_to_label=gateway_to_label, globalnet=globalnet_plan, clusterset=clusterset_plan,
                 coredns=coredns)
+
+
+def _joined_here(local: ClientFactory, cluster_id: str) -> bool:
+    """This cluster already joined with that ID (its own Submariner/ServiceDiscovery CR or Cluster CR says so)."""
+    for res, name in ((SUBMARINERS, m.SUBMARINER_CR), (SERVICE_DISCOVERIES, m.SERVICE_DISCOVERY_CR),
+                      (CLUSTERS, cluster_id)):
+        try:
+            obj = local.resource(res).get(OPERATOR_NAMESPACE, name)
+        except KubeError:
+            continue
+        if res == CLUSTERS or (obj.get("spec") or {}).get("clusterID") == cluster_id:
+            return True
+    return False
 
 
 def _choose_cidr(details: NetworkDetails, given: str, kind: str, flag: str, reporter: Reporter,

@@ -1,0 +1,85 @@
+"""join's pure decisions: gateway choice on the lab's (= kind's) nodes, cluster IDs, flag parsing, readiness."""
+
+from __future__ import annotations
+
+import pytest
+
+from submariner.cli import join
+from submariner.cli.errors import CliError
+from submariner.cli.main import bool_flags, cli, rewrite_bools
+from submariner.lab.daemon import node_object
+from submariner.lab.state import CONTROL_PLANE, ClusterState, NodeState
+
+
+def lab_nodes(workers: int) -> list[dict[str, object]]:
+    """Nodes exactly as the lab registers them for `- role: control-plane` + N workers."""
+    nodes = [NodeState("c1-control-plane", CONTROL_PLANE, "ns0", "198.18.0.2", "v0", "10.8.0.0/24")]
+    nodes += [NodeState(f"c1-worker{'' if i == 0 else i + 1}", "worker", f"ns{i + 1}", f"198.18.0.{i + 3}",
+                        f"v{i + 1}", f"10.8.{i + 1}.0/24") for i in range(workers)]
+    cluster = ClusterState("c1", "10.8.0.0/16", "10.88.0.0/16", nodes)
+    return [node_object(cluster, n) for n in nodes]
+
+
+def test_lab_cluster_with_one_worker_picks_the_worker_without_a_prompt() -> None:
+    assert join.gateway_candidates(lab_nodes(1)) == ["c1-worker"]  # type: ignore[arg-type]
+    assert join.gateway_candidates(lab_nodes(0)) == ["c1-control-plane"]  # type: ignore[arg-type]
+    assert join.gateway_candidates(lab_nodes(2)) == ["c1-worker", "c1-worker2"]  # type: ignore[arg-type]
+
+
+def test_worker_role_label_wins_and_labelled_gateways_are_listed() -> None:
+    def node(name: str, **labels: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "labels": labels}}
+
+    nodes = [node("a", **{"node-role.kubernetes.io/worker": ""}), node("b"),
+             node("m", **{"node-role.kubernetes.io/master": ""})]
+    assert join.gateway_candidates(nodes) == ["a"]  # type: ignore[arg-type]
+    assert join.gateway_candidates(nodes[1:]) == ["b"]  # type: ignore[arg-type]
+    assert join.gateway_candidates(nodes[2:]) == []  # type: ignore[arg-type]
+    assert join.labelled_gateways([node("g", **{"submariner.io/gateway": "true"}), *nodes]) == ["g"]  # type: ignore[list-item]
+
+
+def test_cluster_id_rules() -> None:
+    join.validate_cluster_id("c1")
+    for bad in ("C1", "a.b", "-a", "a" * 64, ""):
+        with pytest.raises(CliError):
+            join.validate_cluster_id(bad)
+    assert join.default_cluster_id("abcde.g") == "abcde-g"
+    assert join.default_cluster_id("-abcdef") == "0abcdef"
+    assert join.default_cluster_id("a@#$b") == "a-b"
+    assert join.default_cluster_id("kind-c1") == "kind-c1"
+
+
+def test_coredns_configmap_reference() -> None:
+    assert join.parse_coredns_configmap("") == ("kube-system", "coredns")
+    assert join.parse_coredns_configmap("custom") == ("kube-system", "custom")
+    assert join.parse_coredns_configmap("dns/custom") == ("dns", "custom")
+    with pytest.raises(CliError, match="not a valid ConfigMap reference"):
+        join.parse_coredns_configmap("a/b/c")
+
+
+def test_image_overrides() -> None:
+    assert join.parse_image_overrides(("submariner-gateway=x/y:z",)) == {"submariner-gateway": "x/y:z"}
+    with pytest.raises(CliError, match='invalid image override component "gw"'):
+        join.parse_image_overrides(("gw=x",))
+
+
+def test_pflag_booleans() -> None:
+    flags = bool_flags(cli)
+    assert {"--globalnet", "--natt", "--label-gateway", "--check-broker-certificate", "--wait"} <= flags
+    assert rewrite_bools(["join", "--globalnet=false", "--natt=true", "--clusterid=x"], flags) == [
+        "join", "--no-globalnet", "--natt", "--clusterid=x"]
+
+
+def test_connection_state() -> None:
+    def gw(status: str, conns: list[tuple[str, str]], failure: str = "") -> dict[str, object]:
+        return {"status": {"haStatus": status, "statusFailure": failure, "connections": [
+            {"status": s, "endpoint": {"cluster_id": c}} for c, s in conns]}}
+
+    assert join.connection_state([], {"c2"}) == (False, "no active gateway has reported yet")
+    assert join.connection_state([gw("passive", [])], set())[0] is False
+    assert join.connection_state([gw("active", [])], set()) == (True, "")
+    assert join.connection_state([gw("active", [("c2", "connecting")])], {"c2"}) == (False,
+                                                                                      "not connected yet to c2")
+    assert join.connection_state([gw("active", [("c2", "connected")])], {"c2"}) == (True, "")
+    assert join.connection_state([gw("active", [], "cable driver failed")], set())[1] == \
+        "the gateway reports: cable driver failed"
