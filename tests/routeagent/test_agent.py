@@ -113,8 +113,12 @@ def test_routeagent_process_against_a_real_api_server(api_server_factory: Callab
             "ip", "route", "show", "10.9.0.0/16"))
         server.kubectl("delete", "endpoints.submariner.io", "-n", NS, "c2-submariner-cable-c2-172-18-0-5")
         wait_for("the route to c2 to go", lambda: in_ns("ip", "route", "show", "10.9.0.0/16").strip() == "")
+        wait_for("the RouteAgent object", lambda: server.kubectl(
+            "get", "routeagents.submariner.io", "-n", NS, "wk-node", check=False).returncode == 0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0, (tmp_path / "agent.log").read_text()
+        gone = server.kubectl("get", "routeagents.submariner.io", "-n", NS, "wk-node", check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr  # deleted on a clean stop
         assert "SUBMARINER-POSTROUTING" in in_ns("iptables-save", "-t", "nat")  # a restart keeps state
 
         uninstall = subprocess.run(cmd, env={**env, "SUBMARINER_UNINSTALL": "true"}, capture_output=True,

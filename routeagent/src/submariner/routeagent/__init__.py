@@ -15,7 +15,8 @@ model.py       pure: Endpoints + Nodes + HostFacts → Desired (device, FDB, rou
 reconciler.py  host facts from the kernel; apply Desired through submariner.dataplane seams (no-op when equal);
                uninstall
 agent.py       informers on Endpoints (SUBMARINER_NAMESPACE) and Nodes; level-triggered loop with resync
+status.py      RouteAgent `<node>` status (§3.6): pingers (the gateway's) on non-gateway nodes, verdicts, delete on stop
 cli.py         `submariner-routeagent [--kubeconfig F]`; SIGTERM → clean exit; SUBMARINER_UNINSTALL → clean up
 ```
-Not here: RouteAgent status/health checker (§3.6), Calico/OVN handlers (§3.7), xfrm clean-up.
+Not here: Calico/OVN handlers (§3.7), xfrm clean-up.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from submariner.broker.api.meta import APIResource
@@ -16,6 +17,7 @@ from submariner.broker.api.submariner import ENDPOINTS
 from submariner.broker.kube import ClientFactory, Informer, Obj
 from submariner.routeagent.config import Settings
 from submariner.routeagent.reconciler import Reconciler
+from submariner.routeagent.status import StatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,12 @@ NODES = APIResource("", "v1", "Node", "nodes", "node", False)
 
 class RouteAgent:
     def __init__(self, settings: Settings, kube: ClientFactory, reconciler: Reconciler,
-                 backoff: tuple[float, float] = (0.5, 30.0)) -> None:
+                 backoff: tuple[float, float] = (0.5, 30.0), status: StatusReporter | None = None) -> None:
         self.settings = settings
         self.reconciler = reconciler
+        self.status = status
+        self._written_at = float("-inf")
+        self._written_verdicts: list[Any] = []
         self.backoff = backoff
         self.wake = threading.Event()
         self.stopped = threading.Event()
@@ -55,22 +60,56 @@ class RouteAgent:
             while not self.stopped.is_set():
                 if self.endpoints.wait_for_sync(0.5) and self.nodes.wait_for_sync(0.5):
                     break
-            delay = self.settings.resync
             while not self.stopped.is_set():
                 self.wake.clear()
-                try:
-                    self.reconciler.reconcile(self.endpoints.list(), self.nodes.list())
-                    self.passes += 1
-                    self.failures = 0
-                    delay = self.settings.resync
-                except Exception:
-                    self.failures += 1
-                    delay = min(self.backoff[1], self.backoff[0] * 2 ** (self.failures - 1))
-                    log.exception("reconcile failed (%d in a row); retrying in %.1fs", self.failures, delay)
-                self.wake.wait(delay)
+                delay = self._pass()
+                if self.status is not None:
+                    delay = min(delay, self._report())
+                self.wake.wait(max(0.05, delay))
         finally:
             self.endpoints.stop()
             self.nodes.stop()
+            if self.status is not None:
+                try:
+                    self.status.close(delete=True)
+                except Exception as e:
+                    log.warning("could not delete RouteAgent %s: %s", self.settings.node_name, e)
+
+    def _pass(self) -> float:
+        """One reconcile; the time to wait before the next one."""
+        endpoints = self.endpoints.list()
+        failure = ""
+        try:
+            self.reconciler.reconcile(endpoints, self.nodes.list())
+            self.passes += 1
+            self.failures = 0
+            delay = self.settings.resync
+        except Exception as e:
+            self.failures += 1
+            failure = f"{type(e).__name__}: {e}"
+            delay = min(self.backoff[1], self.backoff[0] * 2 ** (self.failures - 1))
+            log.exception("reconcile failed (%d in a row); retrying in %.1fs", self.failures, delay)
+        if self.status is not None:
+            self.status.observe(endpoints, failure)
+        return delay
+
+    def _report(self) -> float:
+        """Write the RouteAgent object when its verdicts changed or every status_interval; the time to the
+        next periodic write."""
+        assert self.status is not None
+        now = time.monotonic()
+        rendered = self.status.render()
+        verdicts = [(e["spec"].get("cable_name"), e["status"], e["statusMessage"])
+                    for e in rendered["status"]["remoteEndpoints"]] + [rendered["status"]["statusFailure"]]
+        due = now - self._written_at >= self.settings.status_interval
+        if due or verdicts != self._written_verdicts:
+            try:
+                self.status.write()
+                self._written_at, self._written_verdicts = now, verdicts
+            except Exception as e:
+                log.warning("writing RouteAgent %s failed: %s", self.settings.node_name, e)
+                return min(5.0, self.settings.status_interval)
+        return self._written_at + self.settings.status_interval - now
 
 
 def _slim_node(node: Obj) -> Obj:

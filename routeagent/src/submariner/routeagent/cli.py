@@ -16,6 +16,7 @@ from submariner.dataplane.packetfilter.ipset import KernelIPSets
 from submariner.routeagent.agent import RouteAgent
 from submariner.routeagent.config import ConfigError, Settings
 from submariner.routeagent.reconciler import Reconciler
+from submariner.routeagent.status import StatusReporter
 
 log = logging.getLogger("submariner.routeagent")
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             reconciler.uninstall()
             return 0
         kube = Cluster.from_kubeconfig(args.kubeconfig, args.context) if args.kubeconfig else Cluster.in_cluster()
-        agent = RouteAgent(settings, kube, reconciler)
+        agent = RouteAgent(settings, kube, reconciler, status=StatusReporter(settings, kube))
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("signal %d: stopping", signum)

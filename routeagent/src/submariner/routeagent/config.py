@@ -56,6 +56,8 @@ class Settings:
     uninstall: bool = False
     health_check_enabled: bool = True
     health_check_interval: float = 1.0
+    health_check_max_loss: int = 5
+    status_interval: float = 60.0
     network_plugin: str = "generic"
     resync: float = 30.0
 
@@ -85,6 +87,7 @@ class Settings:
             uninstall=truthy(env.get("SUBMARINER_UNINSTALL")),
             health_check_enabled=(env.get("SUBMARINER_HEALTHCHECKENABLED") or "true").strip().lower() != "false",
             health_check_interval=_number(env, "SUBMARINER_HEALTHCHECKINTERVAL", 1.0),
+            health_check_max_loss=int(_number(env, "SUBMARINER_HEALTHCHECKMAXPACKETLOSSCOUNT", 5)),
             network_plugin=plugin,
             resync=_number(env, "SUBMARINER_ROUTEAGENT_RESYNC", 30.0),
         )
