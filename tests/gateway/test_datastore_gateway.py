@@ -9,7 +9,7 @@ from typing import Any
 from gwtest import RecordingDriver, endpoint, spec
 
 from submariner.broker.api.submariner import CLUSTERS, ENDPOINTS, GATEWAYS
-from submariner.broker.kube import LEASES
+from submariner.broker.kube import LEASES, KubeError
 from submariner.broker.kube.fake import FakeCluster
 from submariner.dataplane.netlink import FakeNetlink
 from submariner.gateway.cable.driver import register
@@ -24,7 +24,10 @@ BROKER_NS = "submariner-k8s-broker"
 def wait(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = check()
+        try:
+            value = check()
+        except KubeError:
+            value = None
         if value:
             return value
         time.sleep(0.02)
@@ -163,3 +166,49 @@ def test_driver_init_failure_is_fatal_and_reported() -> None:
         assert local.resource(GATEWAYS).get(NS, "node-a")["status"]["haStatus"] == "passive"
     finally:
         gw.stop()
+
+
+def test_leader_republishes_public_ip_and_globalnet_health_ip() -> None:
+    local = FakeCluster("east", no_status_subresource=frozenset({"gateways", "configmaps", "secrets"}))
+    broker = FakeCluster("broker")
+    gw = gateway(local, broker, "node-a", "192.168.1.10", SUBMARINER_GLOBALCIDR="242.1.0.0/16")
+    gw.start()
+    try:
+        wait("active", lambda: gw.datastore is not None)
+        name = "east-submariner-cable-east-192-168-1-10"
+        eps = local.resource(ENDPOINTS)
+        assert eps.get(NS, name)["spec"]["subnets"] == ["242.1.0.0/16"]
+        assert not gw.check_public_ip()  # nothing configured: no lookups at all
+        nodes = local.resource(NODES)
+        annotation = {"gateway.submariner.io/public-ip": "ipv4:203.0.113.4"}
+        nodes.patch("", "node-a", {"metadata": {"annotations": annotation}})
+        assert gw.check_public_ip()
+        wait("public IP republished", lambda: eps.get(NS, name)["spec"]["public_ip"] == "203.0.113.4")
+        wait("… and on the broker", lambda: broker.resource(ENDPOINTS).get(BROKER_NS, name)["spec"]["public_ip"]
+             == "203.0.113.4")
+        assert not gw.check_public_ip()
+        # Globalnet annotates our Gateway with its global IP: it becomes the Endpoint's healthCheckIP
+        local.resource(GATEWAYS).patch(NS, "node-a", {"metadata": {"annotations": {
+            "submariner.io/globalIp": "242.1.255.254"}}})
+        gw.status.sync()
+        wait("health IP republished", lambda: eps.get(NS, name)["spec"].get("healthCheckIP") == "242.1.255.254")
+        local.resource(GATEWAYS).patch(NS, "node-a", {"metadata": {"annotations": {
+            "submariner.io/globalIp": "10.9.9.9"}}})  # outside the GlobalCIDR: ignored
+        gw.status.sync()
+        assert eps.get(NS, name)["spec"]["healthCheckIP"] == "242.1.255.254"
+    finally:
+        gw.stop()
+
+
+def test_uninstall_removes_gateway_kernel_state_and_our_objects() -> None:
+    local = FakeCluster("east", no_status_subresource=frozenset({"gateways", "configmaps", "secrets"}))
+    broker = FakeCluster("broker")
+    gw = gateway(local, broker, "node-a", "192.168.1.10")
+    gw.start()
+    try:
+        wait("published", lambda: names(local, ENDPOINTS, NS) and names(local, GATEWAYS, NS))
+    finally:
+        gw.stop()
+    gw.uninstall()
+    assert names(local, GATEWAYS, NS) == [] and names(local, ENDPOINTS, NS) == [] and names(local, CLUSTERS, NS) == []
+    assert isinstance(gw.driver, RecordingDriver) and ("cleanup", "") in gw.driver.calls

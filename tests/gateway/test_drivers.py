@@ -393,3 +393,16 @@ def test_libreswan_cleanup_keeps_all_zero_policies(tmp_path: Path) -> None:
     deletes = [c for c in runner.calls if c[:4] == ["ip", "xfrm", "policy", "delete"]]
     assert deletes == [["ip", "xfrm", "policy", "delete", "src", "10.1.0.0/16", "dst", "10.2.0.0/16", "dir", "out"],
                        ["ip", "xfrm", "policy", "delete", "src", "10.2.0.0/16", "dst", "10.1.0.0/16", "dir", "fwd"]]
+
+
+def test_libreswan_missing_pluto_says_what_to_do(tmp_path: Path) -> None:
+    driver, _ = swan(tmp_path, FakeRunner())
+    driver.init()
+
+    def no_pluto(cmd: list[str]) -> object:
+        raise FileNotFoundError(2, "No such file or directory", "pluto")
+
+    driver.start_pluto = no_pluto
+    remote = endpoint(spec("west", "192.168.2.20", subnets=["10.2.0.0/16"], backend="libreswan"))
+    with pytest.raises(DriverError, match="SUBMARINER_CABLEDRIVER=vxlan or wireguard"):
+        driver.connect_to_endpoint(NATEndpointInfo(remote, "192.168.2.20", False))

@@ -9,6 +9,7 @@ clean-up). A clean stop releases the Lease so a passive gateway takes over at on
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable
@@ -23,7 +24,14 @@ from submariner.gateway.cable.driver import CableDriver, DriverContext, new_driv
 from submariner.gateway.config import LEASE_NAME, GatewayConfig
 from submariner.gateway.datastore import DatastoreSyncer, cluster_object
 from submariner.gateway.election import LeaderElector
-from submariner.gateway.endpoint import build_local_endpoint, cni_ip, interface_mtu
+from submariner.gateway.endpoint import (
+    EndpointError,
+    backend_config_from_node,
+    build_local_endpoint,
+    cni_ip,
+    interface_mtu,
+    resolve_public_ip,
+)
 from submariner.gateway.engine import CableEngine
 from submariner.gateway.gatewaystatus import GatewayStatusSyncer
 from submariner.gateway.healthcheck import HealthChecker
@@ -34,6 +42,7 @@ log = logging.getLogger(__name__)
 
 NODES = APIResource("", "v1", "Node", "nodes", "node", False)
 PODS = APIResource("", "v1", "Pod", "pods", "pod", True)
+PUBLIC_IP_INTERVAL = 60.0
 
 
 class FatalError(RuntimeError):
@@ -70,10 +79,16 @@ class Gateway:
         self.datastore: DatastoreSyncer | None = None
         self._lease_watch: Informer | None = None
         self._role_lock = threading.Lock()
+        self._leading = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.public_ip_interval = PUBLIC_IP_INTERVAL
+        self._stop_watch = threading.Event()
+        self._term = 0
         self.status = GatewayStatusSyncer(
             local, cfg.namespace, cfg.hostname, local_endpoint=lambda: self.spec,
             ha_status=self._ha_status, connections=self._connections, health=None,
             interval=cfg.status_interval)
+        self.status.on_written = self._gateway_written
         lead = cfg.leadership
         self.elector = LeaderElector(
             local.resource(LEASES), cfg.namespace, LEASE_NAME, f"{cfg.hostname}-submariner-gateway",
@@ -142,6 +157,8 @@ class Gateway:
                     self.on_fatal(msg)
 
     def _become_active(self) -> None:
+        if self.nl.get_sysctl("net.ipv4.conf.all.send_redirects") not in (None, "0"):
+            self.nl.set_sysctl("net.ipv4.conf.all.send_redirects", "0")  # the node's netns (hostNetwork pod)
         driver = self.new_driver()  # drivers may add backend_config keys (wireguard publicKey) to self.spec
         self.driver = driver
         engine = CableEngine(self.spec, driver)
@@ -168,6 +185,11 @@ class Gateway:
             self.status.health = self.health
         self.tunnels = TunnelController(self.local, self.cfg.namespace, engine, self.health)
         self.tunnels.start()
+        self._leading.set()
+        self._term += 1
+        self._watcher = threading.Thread(target=self._watch_public_ip, args=(self._term,), name="public-ip-watcher",
+                                         daemon=True)
+        self._watcher.start()
         log.info("gateway active node=%s cable=%s driver=%s", self.cfg.node_name, self.spec["cable_name"],
                  self.cfg.cable_driver)
 
@@ -177,6 +199,7 @@ class Gateway:
             self.status.sync_soon()
 
     def _become_passive(self) -> None:
+        self._leading.clear()
         for stop in (self.tunnels, self.health, self.datastore, self.discovery):
             if stop is not None:
                 try:
@@ -193,6 +216,50 @@ class Gateway:
         self.engine = None
         self._label_pod("passive")
         log.info("gateway passive node=%s", self.cfg.node_name)
+
+    def _republish(self, why: str) -> None:
+        log.info("local Endpoint changed (%s): republishing", why)
+        if self.datastore is not None:
+            self.datastore.update_endpoint(self.spec)
+        self.status.sync_soon()
+
+    def check_public_ip(self) -> bool:
+        """The leader re-resolves the public IP (node annotation, else SUBMARINER_PUBLICIP); True if it moved."""
+        node = self._node()
+        try:
+            public_spec = backend_config_from_node(node, self.cfg.ipsec_natt_port, self.cfg.natt_discovery_port).get(
+                "public-ip") or self.cfg.public_ip
+            if not public_spec:
+                return False
+            ip = resolve_public_ip(public_spec, air_gapped=self.cfg.air_gapped, lb=self._lb_lookup)
+        except (EndpointError, KubeError) as e:
+            log.warning("re-resolving the public IP failed: %s", e)
+            return False
+        if ip == self.spec.get("public_ip"):
+            return False
+        self.spec["public_ip"] = ip
+        self._republish(f"public IP {ip}")
+        return True
+
+    def _watch_public_ip(self, term: int) -> None:
+        """Every 60 s while this leadership term lasts (a later term runs its own watcher)."""
+        while not self._stop_watch.wait(self.public_ip_interval):
+            if not self._leading.is_set() or term != self._term:
+                return
+            self.check_public_ip()
+
+    def _gateway_written(self, gw: dict[str, Any]) -> None:
+        """Globalnet: the gateway's global IP (annotation set by Globalnet) becomes the Endpoint's healthCheckIP."""
+        if not self.cfg.global_cidrs:
+            return
+        gip = ((gw.get("metadata") or {}).get("annotations") or {}).get(L.GLOBAL_IP, "")
+        try:
+            inside = any(ipaddress.IPv4Address(gip) in ipaddress.IPv4Network(c) for c in self.cfg.global_cidrs)
+        except ValueError:
+            return
+        if inside and self.spec.get("healthCheckIP") != gip:
+            self.spec["healthCheckIP"] = gip
+            self._republish(f"health check IP {gip}")
 
     # ------------------------------------------------------------------------------------- life cycle
 
@@ -212,6 +279,7 @@ class Gateway:
 
     def stop(self) -> None:
         """SIGTERM: step down, release the Lease (deviation), delete our Gateway object."""
+        self._stop_watch.set()
         self.elector.stop(release=self.cfg.leadership.release_on_exit)
         if self._lease_watch is not None:
             self._lease_watch.stop()

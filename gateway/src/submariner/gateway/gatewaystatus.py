@@ -75,6 +75,8 @@ class GatewayStatusSyncer:
         self.interval = interval
         self.wall_clock = wall_clock
         self.status_failure = ""
+        self.on_written: Callable[[Obj], None] | None = None
+        """Called with the Gateway as stored after each sync (Globalnet's health IP annotation lives there)."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,7 +116,9 @@ class GatewayStatusSyncer:
                 written = self.client.update_status({**written, "status": status})
             if status["haStatus"] == "active":
                 self._delete_stale()
-            return written
+        if self.on_written is not None:
+            self.on_written(written)
+        return written
 
     def _delete_stale(self) -> None:
         now = self.wall_clock()

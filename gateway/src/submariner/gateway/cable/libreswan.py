@@ -151,8 +151,12 @@ class LibreswanDriver:
     def _ensure_pluto(self) -> None:
         if self._pluto is not None:
             return
-        self._pluto = self.start_pluto(["pluto", "--config", str(self.conf_path), "--nofork",
-                                        "--secretsfile", str(self.config_dir / "submariner.secrets")])
+        try:
+            self._pluto = self.start_pluto(["pluto", "--config", str(self.conf_path), "--nofork",
+                                            "--secretsfile", str(self.config_dir / "submariner.secrets")])
+        except OSError as e:
+            raise DriverError(f"cannot start pluto ({e}): the libreswan driver needs Libreswan installed and a kernel "
+                              "with ESP support; otherwise use SUBMARINER_CABLEDRIVER=vxlan or wireguard") from None
         deadline = self.clock() + PLUTO_WAIT
         while not self.ctl_path.exists():
             if self.clock() > deadline:

@@ -117,6 +117,14 @@ class WgBackend(Protocol):
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
+def _die_with_parent() -> None:
+    """Child processes (holder, wireguard-go) get SIGTERM when the gateway dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def parse_dump(text: str) -> Device | None:
     """`wg show <dev> dump`: first line the device, then one tab-separated line per peer."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -156,7 +164,7 @@ class WireguardGoBackend:
                 [*self.prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c",
                  "mkdir -p /var/run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /var/run/wireguard "
                  "&& echo ready && exec sleep infinity"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
             line = holder.stdout.readline() if holder.stdout else ""
             if line.strip() != "ready":
                 err = holder.stderr.read() if holder.stderr else ""
@@ -184,7 +192,7 @@ class WireguardGoBackend:
         self.delete_device(name)
         env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
         proc = subprocess.Popen([*self._mount_ns(), self.wireguard_go, "-f", name], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         self._daemons[name] = proc
         deadline = time.monotonic() + self.startup_timeout
         while not self._socket(name).exists():
