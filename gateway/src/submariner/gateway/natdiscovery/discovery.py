@@ -124,7 +124,6 @@ class NATDiscovery:
         if self.port == 0:
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((bind, self.port))
         sock.settimeout(0.5)
         self._sock = sock
