@@ -6,8 +6,8 @@ addresses; remote = the gateway on workers, FDB of all nodes on the gateway), th
 through it in main (workers), table 150 and its rule (gateway), the iptables chains SUBMARINER-INPUT,
 SUBMARINER-FORWARD, nat SUBMARINER-POSTROUTING (shared with Globalnet, which hooks into it), mangle
 SUBMARINER-POSTROUTING (TCP MSS), and the ipsets SUBMARINER-LOCALCIDRS / SUBMARINER-REMOTECIDRS.
-When the node stops being the gateway it also removes the vxlan cable driver's leftovers (vxlan-tunnel,
-table 100).
+When the node stops being the gateway it also removes the cable drivers' leftovers (vxlan-tunnel, table
+100, XFRM policies).
 
 ```
 config.py      Settings from the upstream env names (§3.1)
@@ -15,8 +15,9 @@ model.py       pure: Endpoints + Nodes + HostFacts → Desired (device, FDB, rou
 reconciler.py  host facts from the kernel; apply Desired through submariner.dataplane seams (no-op when equal);
                uninstall
 agent.py       informers on Endpoints (SUBMARINER_NAMESPACE) and Nodes; level-triggered loop with resync
+xfrm.py        XFRM policy clean-up when the node stops being the gateway (§2.5)
 status.py      RouteAgent `<node>` status (§3.6): pingers (the gateway's) on non-gateway nodes, verdicts, delete on stop
 cli.py         `submariner-routeagent [--kubeconfig F]`; SIGTERM → clean exit; SUBMARINER_UNINSTALL → clean up
 ```
-Not here: Calico/OVN handlers (§3.7), xfrm clean-up.
+Not here: Calico/OVN handlers (§3.7).
 """

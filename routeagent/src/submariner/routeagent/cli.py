@@ -17,6 +17,7 @@ from submariner.routeagent.agent import RouteAgent
 from submariner.routeagent.config import ConfigError, Settings
 from submariner.routeagent.reconciler import Reconciler
 from submariner.routeagent.status import StatusReporter
+from submariner.routeagent.xfrm import KernelXfrm
 
 log = logging.getLogger("submariner.routeagent")
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"submariner-routeagent: {e}", file=sys.stderr)
         return 2
     nl = KernelNetlink(args.netns)
-    reconciler = Reconciler(settings, nl, IptablesRestore(args.netns), KernelIPSets(args.netns))
+    reconciler = Reconciler(settings, nl, IptablesRestore(args.netns), KernelIPSets(args.netns),
+                            xfrm=KernelXfrm(args.netns))
     try:
         if settings.uninstall:
             log.info("SUBMARINER_UNINSTALL is set: removing the route agent's kernel state on %s", settings.node_name)

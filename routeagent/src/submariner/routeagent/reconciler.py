@@ -36,6 +36,8 @@ from submariner.routeagent.model import (
     spec_of,
     uninstall_ruleset,
 )
+from submariner.routeagent.xfrm import Xfrm
+from submariner.routeagent.xfrm import cleanup as xfrm_cleanup
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class Reconciler:
     nl: Netlink
     pf: PacketFilter
     ipsets: IPSets
+    xfrm: Xfrm | None = None
     was_gateway: bool = False
     last: Desired | None = None
     changes: int = 0  # kernel-changing steps of the last reconcile (0 = nothing to do)
@@ -194,8 +197,9 @@ class Reconciler:
             self.changes += 1
 
     def _cable_cleanup(self) -> None:
-        """TransitionToNonGateway: the vxlan cable driver's leftovers (§2.7) go when this node stops being
-        the gateway (the gateway pod here is passive or gone and will not clean them)."""
+        """TransitionToNonGateway: the vxlan cable driver's leftovers (§2.7) and the libreswan driver's XFRM
+        policies (§2.5) go when this node stops being the gateway (the gateway pod here is passive or gone and
+        will not clean them)."""
         log.info("node %s is no longer the gateway: removing %s, table %d and its rule", self.settings.node_name,
                  CABLE_VXLAN_IFACE, CABLE_VXLAN_TABLE)
         self.changes += self.nl.flush_table(CABLE_VXLAN_TABLE)
@@ -203,6 +207,8 @@ class Reconciler:
             self.changes += 1
         if self.nl.delete_link(CABLE_VXLAN_IFACE):
             self.changes += 1
+        if self.xfrm is not None:
+            self.changes += xfrm_cleanup(self.xfrm)
 
     def uninstall(self) -> None:
         """SUBMARINER_UNINSTALL: remove everything the route agent creates (§3.3, §3.4, §3.5 uninstall).
