@@ -101,6 +101,14 @@ def test_duplicate_cluster_id_and_ambiguous_gateway(deployed: Env, subctl: Run) 
     env = deployed
     r = subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "c1", cwd=env.workdir)
     assert r.code == 0, r.err
+    # c1's gateway publishes its Cluster object on the broker (what makes the ID taken).
+    from submariner.cli.resources import CLUSTERS
+
+    env.kube("broker").resource(CLUSTERS).create({
+        "apiVersion": "submariner.io/v1", "kind": "Cluster", "metadata": {"name": "c1", "namespace":
+                                                                         "submariner-k8s-broker"},
+        "spec": {"cluster_id": "c1", "color_codes": ["blue"], "service_cidr": ["10.88.0.0/16"],
+                 "cluster_cidr": ["10.8.0.0/16"], "global_cidr": []}})
     # c2 gets a second worker: two candidates, no terminal → an error naming --gateway-node.
     from subctl_harness import _node
 

@@ -39,7 +39,6 @@ from submariner.cli.resources import (
     CONFIGMAPS,
     GATEWAYS,
     NODES,
-    SERVICE_ACCOUNTS,
     SERVICE_DISCOVERIES,
     SERVICES,
     SUBMARINERS,
@@ -330,15 +329,9 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
     broker, broker_clusters = check_broker(info, url, opts.broker_info, verify=opts.check_broker_certificate)
     broker_ns = info.broker_namespace or BROKER_NAMESPACE
 
-    # Uniqueness: another cluster already joined with this ID (re-joining this cluster is fine). The broker's
-    # Cluster objects appear only once a gateway runs, so the per-cluster service account counts too.
+    # Uniqueness: another cluster already joined with this ID (its gateway published a Cluster object on the
+    # broker); re-joining this same cluster is fine.
     taken = any(c["metadata"].get("name") == cluster_id for c in broker_clusters)
-    if not taken:
-        try:
-            broker.resource(SERVICE_ACCOUNTS).get(broker_ns, m.cluster_account(cluster_id))
-            taken = True
-        except KubeError:
-            pass
     if taken and not _joined_here(local, cluster_id):
         raise CliError(f'Detected an existing joined cluster with the same ID "{cluster_id}" on the broker. '
                        "Cluster IDs must be unique across all clusters")
