@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import json
 import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -61,3 +66,26 @@ def netns_pair(third_octet: int) -> Iterator[Pair]:
                 os.kill(pid, signal.SIGKILL)
         for ns in (pair.a, pair.b):
             sh("ip", "netns", "del", ns, check=False)
+
+
+class InNetns:
+    """Runs calls on one thread that setns()'d into a named network namespace."""
+
+    def __init__(self, netns: str) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, initializer=self._enter, initargs=(netns,))
+
+    @staticmethod
+    def _enter(netns: str) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, this thread only
+                raise OSError(ctypes.get_errno(), "setns failed")
+        finally:
+            os.close(fd)
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        return self.pool.submit(fn).result(30)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

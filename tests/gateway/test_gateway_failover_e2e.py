@@ -9,9 +9,7 @@ namespace (setns is per thread), so the root namespace is never touched.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import ctypes
 import os
 import secrets
 import select
@@ -21,11 +19,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from gwtest import endpoint, spec
-from netns import sh
+from netns import InNetns, sh
 
 from submariner.broker.api.submariner import ENDPOINTS, GATEWAYS
 from submariner.broker.kube import LEASES, NAMESPACES, Cluster, KubeError, NotFound
@@ -37,30 +35,6 @@ BIN = Path(sys.executable).parent
 NS = "submariner-operator"
 BROKER_NS = "submariner-k8s-broker"
 API_IP = "192.168.79.254"
-T = TypeVar("T")
-
-
-class InNetns:
-    """Runs calls on one thread that setns()'d into a named network namespace."""
-
-    def __init__(self, netns: str) -> None:
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, initializer=self._enter, initargs=(netns,))
-
-    @staticmethod
-    def _enter(netns: str) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET, this thread only
-                raise OSError(ctypes.get_errno(), "setns failed")
-        finally:
-            os.close(fd)
-
-    def __call__(self, fn: Callable[[], T]) -> T:
-        return self.pool.submit(fn).result(30)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
 
 
 @contextlib.contextmanager
