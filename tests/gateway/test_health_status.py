@@ -204,3 +204,23 @@ def test_gateway_syncer_with_status_subresource_and_driver_failure() -> None:
     assert gw["status"]["statusFailure"] == "Error retrieving driver connections: whack: connect() failed"
     assert gw["status"]["connections"] == []
     assert cluster.resource(GATEWAYS).get(NS, "gw1")["status"]["haStatus"] == "active"
+
+
+def test_gateway_syncer_redoes_a_write_that_lost_a_race_with_globalnet() -> None:
+    cluster = FakeCluster(no_status_subresource=frozenset({"gateways"}))
+    syncer = GatewayStatusSyncer(cluster, NS, "gw1", local_endpoint=lambda: spec("east", "192.168.1.10"),  # type: ignore[arg-type, return-value]
+                                 ha_status=lambda: "active", connections=lambda: [])
+    syncer.sync()
+    client = cluster.resource(GATEWAYS)
+    real_get = syncer.client.get
+
+    def get_then_race(ns: str, name: str) -> dict[str, Any]:
+        obj = real_get(ns, name)
+        if not getattr(get_then_race, "done", False):
+            get_then_race.done = True  # type: ignore[attr-defined]
+            client.patch(NS, "gw1", {"metadata": {"annotations": {"submariner.io/globalIp": "242.1.255.254"}}})
+        return obj
+
+    syncer.client.get = get_then_race  # type: ignore[method-assign]
+    gw = syncer.sync()
+    assert gw["metadata"]["annotations"]["submariner.io/globalIp"] == "242.1.255.254"

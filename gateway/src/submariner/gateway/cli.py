@@ -105,11 +105,22 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    metrics = None
+    if cfg.metrics_port:
+        from submariner.gateway.metrics import MetricsServer
+
+        try:
+            metrics = MetricsServer(cfg.metrics_port, gw.status.desired_status, driver=cfg.cable_driver)
+            metrics.start()
+        except OSError as e:  # metrics are optional: never the reason a gateway is down
+            print(f"submariner-gateway: metrics on port {cfg.metrics_port} unavailable: {e}", file=sys.stderr)
     gw.start()
     print(f"submariner-gateway running cluster={cfg.cluster_id} node={cfg.node_name} "
           f"cable={gw.spec['cable_name']} driver={cfg.cable_driver}", file=sys.stderr, flush=True)
     done.wait()
     gw.stop()
+    if metrics is not None:
+        metrics.stop()
     if fatal:
         print(f"submariner-gateway: {fatal[0]}", file=sys.stderr)
         raise SystemExit(1)

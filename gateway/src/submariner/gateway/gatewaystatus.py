@@ -19,7 +19,7 @@ from typing import Any
 from submariner.broker.api import labels as L
 from submariner.broker.api.names import sanitize_name
 from submariner.broker.api.submariner import GATEWAYS, Connection, EndpointSpec
-from submariner.broker.kube import ClientFactory, KubeError, NotFound, Obj, deep_copy
+from submariner.broker.kube import AlreadyExists, ClientFactory, Conflict, KubeError, NotFound, Obj, deep_copy
 from submariner.gateway.healthcheck import CONNECTED, ERROR, UNKNOWN, HealthChecker
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,18 @@ class GatewayStatusSyncer:
                 "statusFailure": failure, "connections": conns}
 
     def sync(self) -> Obj:
-        """One write of Gateway `<hostname>` (annotations of others preserved; update-timestamp refreshed)."""
+        """One write of Gateway `<hostname>` (annotations of others preserved; update-timestamp refreshed).
+
+        Globalnet annotates the same object: a write that lost that race (409) is redone on a fresh read."""
+        for attempt in range(3):
+            try:
+                return self._sync_once()
+            except (Conflict, AlreadyExists):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _sync_once(self) -> Obj:
         with self._lock:
             status = self.desired_status()
             stamp = str(int(self.wall_clock()))
