@@ -34,7 +34,7 @@ def test_jumps_past_a_smaller_block_to_the_next_boundary() -> None:
 
 def test_exhaustion_and_size_validation() -> None:
     supernet = N("10.0.0.0/30")
-    with pytest.raises(CIDRError, match=r"no more allocations available in '10\.0\.0\.0/30'"):
+    with pytest.raises(CIDRError, match=r'no more allocations available in "10\.0\.0\.0/30"'):
         allocate(supernet, 2, [N("10.0.0.0/31"), N("10.0.0.2/31")])
     assert cidr.validate_cluster_size(1000, N("242.0.0.0/8")) == 1024
     with pytest.raises(CIDRError, match="more than half"):
@@ -52,8 +52,7 @@ def test_decide_reuses_validates_explicit_and_rejects_both() -> None:
     kw = {"supernet": N("120.0.0.0/8"), "default_size": 65536, "allocations": allocs}
     assert decide(cluster_id="g1", **kw) == cidr.Decision("120.1.0.0/24", True)  # type: ignore[arg-type]
     assert decide(cluster_id="g2", explicit_cidr="120.2.0.0/24", **kw).cidr == "120.2.0.0/24"  # type: ignore[arg-type]
-    with pytest.raises(CIDRError, match="invalid CIDR \"120.1.0.128/25\" overlaps with cluster \"g1\""
-                       .replace('"', "'")):
+    with pytest.raises(CIDRError, match=r'invalid CIDR "120\.1\.0\.128/25" overlaps with cluster "g1"'):
         decide(cluster_id="g2", explicit_cidr="120.1.0.128/25", **kw)  # type: ignore[arg-type]
     with pytest.raises(CIDRError, match="Only one of cluster size and global CIDR can be specified"):
         decide(cluster_id="g2", explicit_cidr="120.2.0.0/24", size=256, **kw)  # type: ignore[arg-type]

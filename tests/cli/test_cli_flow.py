@@ -274,3 +274,39 @@ def test_deploy_broker_join_export_show(env3: Env, subctl: Run) -> None:
     r = subctl("--context", "test-c2", "join", "broker-info.subm", "--clusterid", "c2", "--clustercidr",
                "10.9.0.0/16", "--wait", "--wait-timeout", "1", cwd=env3.workdir)
     assert r.code == 1 and "Error waiting for the gateway connections: gave up after 1s" in r.err
+
+
+def test_globalnet_walkthrough_section_4(env3: Env, subctl: Run) -> None:
+    """§4.2/§4.3: a Globalnet broker with 120.0.0.0/8, g1 and g2 with explicit /24s, a third by default size."""
+    kc = env3.kubeconfig
+    r = subctl("--context", "test-broker", "deploy-broker", "--globalnet=true", "--globalnet-cidr-range",
+               "120.0.0.0/8", cwd=env3.workdir, kubeconfig=kc)
+    assert r.code == 0, r.err
+    broker, c1, c2 = env3.kube("broker"), env3.kube("c1"), env3.kube("c2")
+    spec = broker.resource(BROKERS).get("submariner-k8s-broker", "submariner-broker")["spec"]
+    assert spec["globalnetEnabled"] is True and spec["globalnetCIDRRange"] == "120.0.0.0/8"
+    r = subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "g1", "--globalnet-cidr",
+               "120.1.0.0/24", cwd=env3.workdir)
+    assert r.code == 0, r.err
+    assert (" • Assigning Globalnet IPs  ...\n ✓ Assigning Globalnet IPs\n"
+            " ✓ Allocated global CIDR 120.1.0.0/24\n") in r.err
+    r = subctl("--context", "test-c2", "join", "broker-info.subm", "--clusterid", "g2", "--globalnet-cidr",
+               "120.1.0.128/25", "--clustercidr", "10.9.0.0/16", cwd=env3.workdir)
+    assert r.code == 1 and 'invalid CIDR "120.1.0.128/25" overlaps with cluster "g1"' in r.err
+    r = subctl("--context", "test-c2", "join", "broker-info.subm", "--clusterid", "g2", "--globalnet-cidr",
+               "120.2.0.0/24", "--clustercidr", "10.9.0.0/16", cwd=env3.workdir)
+    assert r.code == 0, r.err
+    info = broker.resource(CONFIGMAPS).get("submariner-k8s-broker", "submariner-globalnet-info")["data"]
+    assert json.loads(info["clusterinfo"]) == [{"cluster_id": "g1", "global_cidr": ["120.1.0.0/24"]},
+                                               {"cluster_id": "g2", "global_cidr": ["120.2.0.0/24"]}]
+    assert c1.resource(SUBMARINERS).get("submariner-operator", "submariner")["spec"]["globalCIDR"] == "120.1.0.0/24"
+    ds = c2.resource(DAEMON_SETS).get("submariner-operator", "submariner-globalnet")
+    env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SUBMARINER_GLOBALCIDR"] == "120.2.0.0/24"
+    # Re-joining reuses the recorded block; the decision is reported.
+    r = subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "g1", cwd=env3.workdir)
+    assert r.code == 0 and " ✓ Using pre-configured global CIDR 120.1.0.0/24\n" in r.err
+    r = subctl("show", "networks", "--context", "test-c2")
+    assert "        Global CIDR:     120.2.0.0/24\n" in r.out
+    r = subctl("show", "brokers", "--context", "test-broker", "-o", "json")
+    assert json.loads(r.out)[0]["brokers"][0]["globalnetCIDR"] == "120.0.0.0/8"

@@ -80,7 +80,7 @@ def allocate(supernet: Network, size: int, allocated: Sequence[Network]) -> Netw
     """
     prefix = prefix_for_size(size)
     if prefix < supernet.prefixlen:
-        raise CIDRError(f"no more allocations available in {str(supernet)!r}")
+        raise CIDRError(f'no more allocations available in "{supernet}"')
     block = 1 << (32 - prefix)
     base = int(supernet.network_address)
     end = int(supernet.broadcast_address)
@@ -92,7 +92,7 @@ def allocate(supernet: Network, size: int, allocated: Sequence[Network]) -> Netw
             return candidate
         past = int(clash.broadcast_address) + 1
         base = max(base + block, -(-past // block) * block)
-    raise CIDRError(f"no more allocations available in {str(supernet)!r}")
+    raise CIDRError(f'no more allocations available in "{supernet}"')
 
 
 def check_explicit(cidr: str, allocations: Sequence[Allocation], cluster_id: str, what: str = "CIDR") -> Network:
@@ -107,7 +107,7 @@ def check_explicit(cidr: str, allocations: Sequence[Allocation], cluster_id: str
             except ValueError:
                 continue
             if net.overlaps(other_net):
-                raise CIDRError(f"invalid CIDR {cidr!r} overlaps with cluster {alloc.cluster_id!r}")
+                raise CIDRError(f'invalid CIDR "{cidr}" overlaps with cluster "{alloc.cluster_id}"')
     return net
 
 
