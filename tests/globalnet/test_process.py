@@ -58,6 +58,7 @@ def _nat(netns: str) -> list[str]:
 
 def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server: Any, netns: str,
                                                                       tmp_path: Path) -> None:
+    root_probing = Path("/proc/sys/net/ipv4/tcp_mtu_probing").read_text().strip()
     cluster = Cluster.from_kubeconfig(api_server.kubeconfig, api_server.context)
     for res in (*submariner.RESOURCES, *multicluster.RESOURCES):
         cluster.resource(CRDS).create(crd(res))
@@ -117,6 +118,11 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
                 f"--to-source {pod_ip}") in lines
         assert f"-A SUBMARINER-GN-INGRESS -d {pod_ip}/32 -j DNAT --to-destination 10.7.1.7" in lines
         assert "-A SUBMARINER-GN-MARK -d 120.1.0.0/24 -j MARK --set-xmark 0xc0000/0xc0000" in lines
+        # MTU probing on the gateway, in its own namespace only
+        probing = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/sys/net/ipv4/tcp_mtu_probing"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert probing == "2"
+        assert Path("/proc/sys/net/ipv4/tcp_mtu_probing").read_text().strip() == root_probing
         lease = cluster.resource(LEASES).get(NS, LEASE_NAME)
         assert lease["spec"]["holderIdentity"] == "g2-worker-submariner-gateway"
         gw_ip = eventually(lambda: cluster.resource(submariner.GATEWAYS).get(NS, "g2-worker")["metadata"][
