@@ -406,3 +406,14 @@ def test_libreswan_missing_pluto_says_what_to_do(tmp_path: Path) -> None:
     remote = endpoint(spec("west", "192.168.2.20", subnets=["10.2.0.0/16"], backend="libreswan"))
     with pytest.raises(DriverError, match="SUBMARINER_CABLEDRIVER=vxlan or wireguard"):
         driver.connect_to_endpoint(NATEndpointInfo(remote, "192.168.2.20", False))
+
+
+def test_vxlan_reconnect_follows_subnet_and_ip_changes() -> None:
+    driver, nl = vxlan_driver()
+    driver.init()
+    remote = endpoint(spec("west", "192.168.2.20", public_ip="203.0.113.7", subnets=["10.97.0.0/16", "10.2.0.0/16"]))
+    driver.connect_to_endpoint(NATEndpointInfo(remote, "203.0.113.7", True))
+    remote["spec"]["subnets"] = ["10.2.0.0/16"]
+    driver.connect_to_endpoint(NATEndpointInfo(remote, "192.168.2.20", False))
+    assert [r.dst for r in nl.routes(100)] == ["10.2.0.0/16"]
+    assert nl.fdb("vxlan-tunnel") == [Fdb("vxlan-tunnel", "192.168.2.20")]

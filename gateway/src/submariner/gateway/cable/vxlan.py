@@ -94,14 +94,25 @@ class VxlanDriver:
         if spec["cluster_id"] == self.ctx.local["cluster_id"]:
             return info.use_ip
         ip = info.use_ip or spec["private_ip"]
+        previous = self._connections.get(info.cable_name)
         self.nl.ensure_fdb(Fdb(DEVICE, ip))
+        if previous is not None and previous[1] != ip and not self._ip_in_use(previous[1], info.cable_name):
+            self.nl.delete_fdb(Fdb(DEVICE, previous[1]))  # NAT discovery changed its mind (public → private)
         existing = {r.normalised() for r in self.nl.routes(TABLE)}
-        for route in self._routes_for(spec):
+        desired = self._routes_for(spec)
+        for route in desired:
             if route not in existing:
                 self.nl.replace_route(route)
+        via = vtep_ip(spec["private_ip"])
+        for route in existing:  # subnets this remote no longer has
+            if route.gateway == via and route.oif == DEVICE and route not in desired:
+                self.nl.delete_route(route)
         self._connections[info.cable_name] = (spec, ip)
         log.info("vxlan cable connected cable=%s ip=%s subnets=%s", info.cable_name, ip, spec.get("subnets"))
         return ip
+
+    def _ip_in_use(self, ip: str, except_cable: str) -> bool:
+        return any(use == ip for name, (_, use) in self._connections.items() if name != except_cable)
 
     def disconnect_from_endpoint(self, endpoint: dict[str, Any]) -> None:
         spec: EndpointSpec = endpoint["spec"]
