@@ -441,3 +441,27 @@ def test_rewriting_one_condition_keeps_order_and_transition_time() -> None:
     assert merged[0]["lastTransitionTime"] == "t-old" and merged[0]["message"] == "again"
     flipped = merge_conditions(merged, condition("Updated", True, "Success", ""))
     assert [c["type"] for c in flipped] == ["Allocated", "Updated"] and flipped[1]["lastTransitionTime"] != "t1"
+
+
+def test_selectorless_cluster_ip_service_gets_its_endpoints_cloned(h: Harness) -> None:
+    from submariner.globalnet.context import CORE_ENDPOINTS
+    eps = h.cluster.resource(CORE_ENDPOINTS)
+    h.cluster.resource(SERVICES).create(service("sample", "legacy"))
+    eps.create({"metadata": {"name": "legacy", "namespace": "sample"},
+                "subsets": [{"addresses": [{"ip": "192.168.7.7"}], "ports": [{"port": 8080}]}]})
+    h.cluster.resource(SERVICE_EXPORTS).create(export("sample", "legacy"))
+    h.settle()
+    internal = internal_service_name("legacy")
+    clone = h.get(CORE_ENDPOINTS, "sample", internal)
+    assert clone is not None and clone["metadata"]["labels"] == {L.ENDPOINTS_CLONED_FROM: "legacy"}
+    assert clone["subsets"] == [{"addresses": [{"ip": "192.168.7.7"}], "ports": [{"port": 8080}]}]
+    assert "selector" not in h.get(SERVICES, "sample", internal)["spec"]  # type: ignore[index]
+    original = eps.get("sample", "legacy")
+    original["subsets"][0]["addresses"].append({"ip": "192.168.7.8"})
+    eps.update(original)
+    h.settle()
+    assert len(h.get(CORE_ENDPOINTS, "sample", internal)["subsets"][0]["addresses"]) == 2  # type: ignore[index]
+    h.assert_quiet()
+    h.cluster.resource(SERVICE_EXPORTS).delete("sample", "legacy")
+    h.settle()
+    assert h.get(CORE_ENDPOINTS, "sample", internal) is None and h.get(SERVICES, "sample", internal) is None

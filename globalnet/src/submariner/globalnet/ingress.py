@@ -93,6 +93,7 @@ class Ingress:
         self.ctx = ctx
         self.giips = ctx.client(GLOBAL_INGRESS_IPS)
         self.services = ctx.client(SERVICES)
+        self.endpoints = ctx.client(CORE_ENDPOINTS)
         ctx.informer(SERVICE_EXPORTS).add_handlers(on_add=self._export_event,
                                                    on_update=lambda o, n: self._export_event(n),
                                                    on_delete=self._export_event)
@@ -124,6 +125,7 @@ class Ingress:
         ns, name = str(meta.get("namespace")), str(meta.get("name"))
         if self.ctx.get(SERVICE_EXPORTS, ns, name) is not None:
             self.ctx.enqueue(SERVICE, ns, name)
+            self.ctx.enqueue(GIIP, ns, name)  # a selector-less ClusterIP Service: refresh the clone
 
     def _giip_event(self, obj: Obj) -> None:
         meta = _meta(obj)
@@ -282,8 +284,20 @@ class Ingress:
             write_status(self.giips, obj, condition(ALLOCATED, False, Reason.INTERNAL_SERVICE_CREATION_FAILED,
                                                     f"Error creating the internal Service: {e.message}"))
             raise Retry(e.message) from e
+        if not (svc.get("spec") or {}).get("selector"):
+            self._clone_endpoints(key[1], service, alloc.detail["internal"])
         write_status(self.giips, obj, condition(ALLOCATED, True, Reason.SUCCESS, "Allocated global IP"),
                      allocatedIP=ip)
+
+    def _clone_endpoints(self, namespace: str, service: str, internal: str) -> None:
+        """A selector-less Service's Endpoints, copied to the internal name (kube-proxy needs them there)."""
+        eps = self.ctx.get(CORE_ENDPOINTS, namespace, service)
+        if eps is None:
+            return
+        want = {"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": internal, "namespace": namespace, "labels": {L.ENDPOINTS_CLONED_FROM: service}},
+                "subsets": deep_copy({"s": eps.get("subsets") or []})["s"]}
+        create_or_update(self.endpoints, want)
 
     def _headless(self, key: Key, obj: Obj, target: str) -> None:
         annotation = L.HEADLESS_SVC_POD_IP if target == TARGET_HEADLESS_SERVICE_POD else L.HEADLESS_SVC_ENDPOINTS_IP
@@ -334,6 +348,10 @@ class Ingress:
                 self.services.patch(namespace, name, {"metadata": {"finalizers": left or None}})
         with contextlib.suppress(NotFound):
             self.services.delete(namespace, name)
+        clone = self.ctx.get(CORE_ENDPOINTS, namespace, name)
+        if clone is not None and (_meta(clone).get("labels") or {}).get(L.ENDPOINTS_CLONED_FROM):
+            with contextlib.suppress(NotFound):
+                self.endpoints.delete(namespace, name)
 
     def reconcile_internal(self, namespace: str, name: str) -> None:
         """A `submariner-*` Service whose GlobalIngressIP is gone (missed delete, restart) is removed."""
