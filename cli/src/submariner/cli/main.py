@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from submariner.cli import VERSION, deploy_broker, export, join, show, uninstall
+from submariner.cli import VERSION, deploy_broker, diagnose, export, join, show, uninstall
 from submariner.cli.options import add_kube_options, kube_flags_from, parse_bool
 
 
@@ -55,6 +55,7 @@ cli.add_command(export.export_group)
 cli.add_command(export.unexport_group)
 cli.add_command(show.show_group)
 cli.add_command(uninstall.command)
+cli.add_command(diagnose.diagnose_group)
 
 
 def bool_flags(command: click.Command, out: set[str] | None = None) -> set[str]:

@@ -1,0 +1,388 @@
+"""`subctl diagnose …` (subctl.md §3.3, §4.4): single-cluster checks over the published objects.
+
+Everything is read from the API (workload status, Gateway/RouteAgent objects, ServiceExport conditions,
+the CoreDNS ConfigMap); the only direct probe is one DNS query to Lighthouse DNS, reported as a warning when
+the service address is not reachable from where subctl runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from submariner.broker.kube import ClientFactory, Cluster, KubeError, NotFound, Obj
+from submariner.cli import OPERATOR_NAMESPACE
+from submariner.cli import manifests as m
+from submariner.cli.discovery import discover
+from submariner.cli.errors import CliError, version_trailer
+from submariner.cli.kubeconf import KubeFlags, connect, select_contexts
+from submariner.cli.options import kube_options, split_list
+from submariner.cli.reporter import Reporter
+from submariner.cli.resources import (
+    CLUSTERS,
+    CONFIGMAPS,
+    DAEMON_SETS,
+    DEPLOYMENTS,
+    GATEWAYS,
+    PODS,
+    ROUTE_AGENTS,
+    SERVICE_DISCOVERIES,
+    SERVICE_EXPORTS,
+    SERVICE_IMPORTS,
+    SERVICES,
+    SUBMARINERS,
+)
+
+MIN_CONNECTIVITY_VERSION = (1, 19)
+MIN_DISCOVERY_VERSION = (1, 21)
+RESTART_WARNING = 5
+SKIP_FIREWALL = ('Skipping inter-cluster firewall check as it requires two kubeconfigs. Please run "subctl diagnose '
+                 'firewall inter-cluster" command manually.')
+
+
+def _get(kube: ClientFactory, res: Any, ns: str, name: str) -> Obj | None:
+    try:
+        return kube.resource(res).get(ns, name)
+    except NotFound:
+        return None
+
+
+def _list(kube: ClientFactory, res: Any, ns: str | None) -> list[Obj]:
+    try:
+        return kube.resource(res).list(ns)[0]
+    except NotFound:
+        return []
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    m_ = re.match(r"v?(\d+)\.(\d+)", text)
+    if not m_:
+        raise ValueError(f"cannot parse Kubernetes version {text!r}")
+    return int(m_.group(1)), int(m_.group(2))
+
+
+def server_version(kube: ClientFactory) -> str:
+    if not isinstance(kube, Cluster):
+        raise CliError("the server version is only available from a real API server")
+    from kubernetes.client import VersionApi
+
+    return str(VersionApi(kube.api_client).get_code().git_version)
+
+
+def _conditions(obj: Obj) -> dict[str, Obj]:
+    return {str(c.get("type")): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _cidrs(values: Any) -> list[ipaddress.IPv4Network]:
+    out = []
+    for v in values if isinstance(values, list) else str(values or "").split(","):
+        try:
+            out.append(ipaddress.IPv4Network(str(v).strip(), strict=False))
+        except ValueError:
+            continue
+    return out
+
+
+class Checks:
+    """The checks of one cluster; each reports through the reporter and returns whether it passed."""
+
+    def __init__(self, kube: ClientFactory, reporter: Reporter, ns: str = OPERATOR_NAMESPACE) -> None:
+        self.kube, self.r, self.ns = kube, reporter, ns
+        self.submariner = _get(kube, SUBMARINERS, ns, m.SUBMARINER_CR)
+        self.discovery = _get(kube, SERVICE_DISCOVERIES, ns, m.SERVICE_DISCOVERY_CR)
+
+    def k8s_version(self) -> bool:
+        self.r.start("Checking Submariner support for the Kubernetes version")
+        version = server_version(self.kube)
+        needed = MIN_DISCOVERY_VERSION if self.discovery is not None else MIN_CONNECTIVITY_VERSION
+        if parse_version(version) < needed:
+            self.r.failure(f'Kubernetes version "{version}" is not supported (needs {needed[0]}.{needed[1]} or newer)')
+            self.r.end()
+            return False
+        self.r.success(f'Kubernetes version "{version}" is supported')
+        self.r.end()
+        return True
+
+    def cni(self) -> bool:
+        self.r.start("Checking Submariner support for the CNI network plugin")
+        plugin = discover(self.kube).plugin
+        supported = ("generic", "canal-flannel", "weave-net", "OpenShiftSDN", "OVNKubernetes", "calico", "kindnet",
+                     "flannel")
+        if plugin in supported:
+            self.r.success(f'The detected CNI network plugin ("{plugin}") is supported')
+            self.r.end()
+            return True
+        self.r.failure(f'The detected CNI network plugin ("{plugin}") is not supported')
+        self.r.end()
+        return False
+
+    def kube_proxy_mode(self) -> bool:
+        self.r.start("Checking Submariner support for the kube-proxy mode")
+        cm = _get(self.kube, CONFIGMAPS, "kube-system", "kube-proxy")
+        mode = ""
+        if cm is not None:
+            found = re.search(r"^mode:\s*\"?(\w*)", str((cm.get("data") or {}).get("config.conf") or ""), re.M)
+            mode = found.group(1) if found else ""
+        if mode == "ipvs":
+            self.r.failure("The cluster is deployed with an unsupported kube-proxy mode \"ipvs\"")
+            self.r.end()
+            return False
+        self.r.success(f'The kube-proxy mode is supported{f" ({mode})" if mode else ""}')
+        self.r.end()
+        return True
+
+    def deployment(self) -> bool:
+        if self.submariner is None and self.discovery is None:
+            self.r.warning("No Submariner feature is installed")
+            return True
+        ok = self._cidr_overlap() if self.submariner is not None else True
+        for res, names in ((DAEMON_SETS, (m.GATEWAY, m.ROUTE_AGENT, m.GLOBALNET)),
+                           (DEPLOYMENTS, (m.LIGHTHOUSE_AGENT, m.LIGHTHOUSE_COREDNS))):
+            for name in names:
+                obj = _get(self.kube, res, self.ns, name)
+                if obj is None:
+                    continue
+                self.r.start(f'Checking {res.kind} "{name}"')
+                status = obj.get("status") or {}
+                if res == DAEMON_SETS:
+                    desired, ready = status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)
+                else:
+                    desired, ready = (obj.get("spec") or {}).get("replicas", 1), status.get("readyReplicas", 0)
+                if desired != ready or (res == DAEMON_SETS and name == m.GATEWAY and not desired):
+                    self.r.failure(f'The desired number of replicas for {res.kind} "{name}" ({desired}) does not '
+                                   f"match the actual number running ({ready})")
+                    ok = False
+                self.r.end()
+        self.r.start("Checking the status of all Submariner pods")
+        for pod in _list(self.kube, PODS, self.ns):
+            name = pod["metadata"]["name"]
+            phase = (pod.get("status") or {}).get("phase")
+            if phase != "Running":
+                self.r.failure(f'Pod "{name}" is not running. (current state is {phase})')
+                ok = False
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                if int(cs.get("restartCount") or 0) >= RESTART_WARNING:
+                    self.r.warning(f'Pod "{name}" has restarted {cs["restartCount"]} times')
+        self.r.end()
+        if self.submariner is not None:
+            active = [g for g in _list(self.kube, GATEWAYS, self.ns)
+                      if (g.get("status") or {}).get("haStatus") == "active"]
+            self.r.start("Checking that there is exactly one active gateway")
+            if len(active) != 1:
+                self.r.failure(f"There are {len(active)} active gateways (expected exactly 1)")
+                ok = False
+            self.r.end()
+        return ok
+
+    def _cidr_overlap(self) -> bool:
+        assert self.submariner is not None
+        status = self.submariner.get("status") or {}
+        spec = self.submariner.get("spec") or {}
+        own_id = spec.get("clusterID")
+        globalnet = bool(spec.get("globalCIDR") or status.get("globalCIDR"))
+        if globalnet:
+            self.r.start("Globalnet deployment detected - checking that globalnet CIDRs do not overlap")
+            own = _cidrs(status.get("globalCIDR") or spec.get("globalCIDR"))
+            key = "global_cidr"
+        else:
+            self.r.start("Non-Globalnet deployment detected - checking that cluster CIDRs do not overlap")
+            own = _cidrs(status.get("clusterCIDR") or spec.get("clusterCIDR")) + \
+                _cidrs(status.get("serviceCIDR") or spec.get("serviceCIDR"))
+            key = ""
+        ok = True
+        for cluster in _list(self.kube, CLUSTERS, self.ns):
+            cspec = cluster.get("spec") or {}
+            if cspec.get("cluster_id") == own_id:
+                continue
+            theirs = _cidrs(cspec.get(key)) if key else _cidrs(cspec.get("cluster_cidr")) + \
+                _cidrs(cspec.get("service_cidr"))
+            for a in own:
+                for b in theirs:
+                    if a.overlaps(b):
+                        self.r.failure(f'CIDR {a} of this cluster overlaps with CIDR {b} of cluster '
+                                       f'"{cspec.get("cluster_id")}"')
+                        ok = False
+        self.r.end()
+        return ok
+
+    def connections(self) -> bool:
+        if self.submariner is None:
+            self.r.warning("Submariner connectivity feature is not installed")
+            return True
+        ok = True
+        self.r.start("Checking gateway connections")
+        active = [g for g in _list(self.kube, GATEWAYS, self.ns) if (g.get("status") or {}).get("haStatus") == "active"]
+        if not active:
+            self.r.failure("There are no active gateways")
+            ok = False
+        for gw in active:
+            for conn in (gw.get("status") or {}).get("connections") or []:
+                if conn.get("status") != "connected":
+                    cluster = (conn.get("endpoint") or {}).get("cluster_id")
+                    self.r.failure(f'Connection to cluster "{cluster}" is not established. Connection details:\n'
+                                   + json.dumps(conn, indent=2))
+                    ok = False
+        self.r.end()
+        self.r.start("Checking route agent connections")
+        for agent in _list(self.kube, ROUTE_AGENTS, self.ns):
+            for remote in (agent.get("status") or {}).get("remoteEndpoints") or []:
+                if remote.get("status") not in ("connected", "none"):
+                    cluster = (remote.get("spec") or {}).get("cluster_id")
+                    self.r.failure(f'Connection to cluster "{cluster}" from node "{agent["metadata"]["name"]}" is '
+                                   f'not established: {remote.get("statusMessage") or remote.get("status")}')
+                    ok = False
+        self.r.end()
+        return ok
+
+    def service_discovery(self) -> bool:
+        ok = True
+        self.r.start("Checking that services have been exported properly")
+        for export in _list(self.kube, SERVICE_EXPORTS, None):
+            ns, name = export["metadata"]["namespace"], export["metadata"]["name"]
+            conds = _conditions(export)
+            if _get(self.kube, SERVICES, ns, name) is None:
+                self.r.failure(f'Error retrieving Service "{name}" in namespace "{ns}": not found')
+                ok = False
+                continue
+            if (conds.get("Valid") or {}).get("status") != "True":
+                self.r.failure(f'ServiceExport "{ns}/{name}" is not valid: {(conds.get("Valid") or {}).get("message")}')
+                ok = False
+            if (conds.get("Conflict") or {}).get("status") == "True":
+                self.r.failure(f'ServiceExport "{ns}/{name}" has a conflict: {conds["Conflict"].get("message")}')
+                ok = False
+            if _get(self.kube, SERVICE_IMPORTS, ns, name) is None:
+                self.r.failure(f'ServiceImport "{ns}/{name}" does not exist')
+                ok = False
+        self.r.end()
+        if self.discovery is None and not (self.submariner or {}).get("spec", {}).get("serviceDiscoveryEnabled"):
+            return ok
+        ok = self._coredns() and ok
+        return ok
+
+    def _coredns(self) -> bool:
+        ok = True
+        self.r.start("Checking that the cluster DNS forwards clusterset.local to Lighthouse DNS")
+        service = _get(self.kube, SERVICES, self.ns, m.LIGHTHOUSE_COREDNS)
+        dns_ip = str(((service or {}).get("spec") or {}).get("clusterIP") or "")
+        spec = (self.submariner or self.discovery or {}).get("spec") or {}
+        custom = spec.get("coreDNSCustomConfig") or {}
+        cm = _get(self.kube, CONFIGMAPS, custom.get("namespace") or "kube-system", custom.get("configMapName") or
+                  "coredns")
+        text = "\n".join(str(v) for v in ((cm or {}).get("data") or {}).values())
+        block = re.search(r"clusterset\.local(?::53)?[^{]*\{[^}]*forward \. ([0-9.]+)", text)
+        if not dns_ip:
+            self.r.failure(f'The Lighthouse DNS Service "{self.ns}/{m.LIGHTHOUSE_COREDNS}" does not exist')
+            ok = False
+        elif block is None:
+            self.r.failure("The CoreDNS configuration has no clusterset.local forward block (re-run subctl join)")
+            ok = False
+        elif block.group(1) != dns_ip:
+            self.r.failure(f"CoreDNS forwards clusterset.local to {block.group(1)}, but Lighthouse DNS is at {dns_ip}")
+            ok = False
+        self.r.end()
+        if dns_ip:
+            self.r.start("Checking that Lighthouse DNS answers")
+            dep = _get(self.kube, DEPLOYMENTS, self.ns, m.LIGHTHOUSE_COREDNS) or {}
+            if not (dep.get("status") or {}).get("readyReplicas"):
+                self.r.failure("No Lighthouse DNS pod is ready")
+                ok = False
+            else:
+                answered, why = query_lighthouse(dns_ip)
+                if not answered:
+                    self.r.warning(f"Could not query Lighthouse DNS at {dns_ip} from here ({why}); its pods are ready")
+            self.r.end()
+        return ok
+
+
+def query_lighthouse(ip: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """One SOA query for clusterset.local; only an authoritative answer counts (Lighthouse DNS owns the zone,
+    while a resolver or a transparent DNS proxy on the way would answer without the AA flag)."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    try:
+        reply = dns.query.udp(dns.message.make_query("clusterset.local.", "SOA"), ip, timeout=timeout)
+    except (dns.exception.DNSException, OSError) as e:
+        return False, str(e) or type(e).__name__
+    if not reply.flags & dns.flags.AA:
+        return False, f"a non-authoritative {dns.rcode.to_text(reply.rcode())} answer came back"
+    return reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN), dns.rcode.to_text(reply.rcode())
+
+
+CHECKS: dict[str, Callable[[Checks], bool]] = {
+    "k8s-version": Checks.k8s_version,
+    "cni": Checks.cni,
+    "kube-proxy-mode": Checks.kube_proxy_mode,
+    "deployment": Checks.deployment,
+    "connections": Checks.connections,
+    "service-discovery": Checks.service_discovery,
+}
+ALL = ("k8s-version", "deployment", "connections", "kube-proxy-mode", "service-discovery")
+
+
+def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace: str, reporter: Reporter) -> bool:
+    ok = True
+    with_header = not kube.context
+    for ctx in select_contexts(kube, contexts, reporter.warning):
+        if with_header:
+            sys.stdout.write(f'Cluster "{ctx.cluster}"\n')
+            sys.stdout.flush()
+        try:
+            checks = Checks(connect(kube, ctx.name), reporter, namespace)
+            for i, name in enumerate(names):
+                if i:
+                    sys.stderr.write("\n")
+                ok = CHECKS[name](checks) and ok
+        except (KubeError, CliError, ValueError) as e:
+            reporter.error(e, f'Error diagnosing cluster "{ctx.cluster}"')
+            ok = False
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if len(names) > 1:
+        sys.stdout.write(SKIP_FIREWALL + "\n")
+    return ok
+
+
+def _make(name: str, help_text: str, checks: tuple[str, ...]) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.option("-n", "--namespace", default=OPERATOR_NAMESPACE, show_default=True, help="Submariner namespace")
+    @click.option("--contexts", multiple=True, help="comma-separated contexts to diagnose (default: all)")
+    @kube_options
+    def cmd(kube: KubeFlags, namespace: str, contexts: tuple[str, ...]) -> None:
+        reporter = Reporter()
+        try:
+            ok = run(kube, checks, split_list(contexts), namespace, reporter)
+        except CliError as e:
+            reporter.error(e, e.message)
+            ok = False
+        if not ok:
+            version_trailer()
+            raise SystemExit(1)
+
+    return cmd
+
+
+@click.group("diagnose")
+def diagnose_group() -> None:
+    """Run diagnostic checks on the Submariner deployment and report any issues"""
+
+
+diagnose_group.add_command(_make("all", "Run all diagnostic checks (except those requiring two kubecontexts)", ALL))
+for _name, _help in (
+    ("k8s-version", "Check the Kubernetes version"),
+    ("cni", "Check the CNI network plugin"),
+    ("kube-proxy-mode", "Check the kube-proxy mode"),
+    ("deployment", "Check the Submariner deployment"),
+    ("connections", "Check the gateway and route agent connections"),
+    ("service-discovery", "Check service discovery: exports, the CoreDNS forward, Lighthouse DNS"),
+):
+    diagnose_group.add_command(_make(_name, _help, (_name,)))

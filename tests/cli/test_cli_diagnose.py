@@ -1,0 +1,81 @@
+"""diagnose over real servers: failures while nothing runs, green once the objects say so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from subctl_harness import Env, Result
+
+from submariner.cli.diagnose import SKIP_FIREWALL, parse_version
+from submariner.cli.resources import DAEMON_SETS, DEPLOYMENTS, GATEWAYS, SERVICE_EXPORTS, SERVICES
+
+Run = Callable[..., Result]
+
+
+def test_parse_version() -> None:
+    assert parse_version("v1.30.0") == (1, 30) and parse_version("1.19.3+k3s1") == (1, 19)
+
+
+def test_diagnose_flow(env3: Env, subctl: Run) -> None:
+    kc = env3.kubeconfig
+    r = subctl("diagnose", "deployment", "--context", "test-c1", cwd=env3.workdir, kubeconfig=kc)
+    assert r.code == 0 and " ⚠ No Submariner feature is installed\n" in r.err
+    assert subctl("--context", "test-broker", "deploy-broker").code == 0
+    assert subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "c1").code == 0
+    c1 = env3.kube("c1")
+
+    r = subctl("diagnose", "k8s-version", "--context", "test-c1")
+    assert r.code == 0, r.err
+    assert r.err.startswith(" • Checking Submariner support for the Kubernetes version  ...\n"
+                            " ✓ Checking Submariner support for the Kubernetes version\n ✓ Kubernetes version \"v1.")
+
+    # Nothing is scheduled on a bare API server: the deployment check fails and says why.
+    r = subctl("diagnose", "deployment", "--context", "test-c1")
+    assert r.code == 1
+    assert " ✓ Non-Globalnet deployment detected - checking that cluster CIDRs do not overlap\n" in r.err
+    assert (' ✗ The desired number of replicas for DaemonSet "submariner-gateway" (0) does not match the actual '
+            "number running (0)\n") in r.err
+    assert " ✗ There are 0 active gateways (expected exactly 1)\n" in r.err
+
+    # What the controllers and the gateway would report once everything runs.
+    for res, name, status in (
+        (DAEMON_SETS, "submariner-gateway", {"desiredNumberScheduled": 1, "numberReady": 1}),
+        (DAEMON_SETS, "submariner-routeagent", {"desiredNumberScheduled": 2, "numberReady": 2}),
+        (DEPLOYMENTS, "submariner-lighthouse-agent", {"readyReplicas": 1}),
+        (DEPLOYMENTS, "submariner-lighthouse-coredns", {"readyReplicas": 2}),
+    ):
+        obj = c1.resource(res).get("submariner-operator", name)
+        obj["status"] = status
+        c1.resource(res).update_status(obj)
+    c1.resource(GATEWAYS).create({
+        "apiVersion": "submariner.io/v1", "kind": "Gateway",
+        "metadata": {"name": "c1-worker", "namespace": "submariner-operator"},
+        "status": {"haStatus": "active", "statusFailure": "", "version": "v0.19.0", "connections": [
+            {"status": "error", "statusMessage": "Failed to successfully ping the remote endpoint IP",
+             "endpoint": {"cluster_id": "c2", "cable_name": "x", "hostname": "c2-worker", "subnets": [],
+                          "private_ip": "198.18.0.5", "public_ip": "", "nat_enabled": False, "backend": "libreswan",
+                          "backend_config": {}}}],
+                   "localEndpoint": {"cluster_id": "c1", "cable_name": "y", "hostname": "c1-worker", "subnets": [],
+                                     "private_ip": "198.18.0.3", "public_ip": "", "nat_enabled": False,
+                                     "backend": "libreswan", "backend_config": {}}}})
+    r = subctl("diagnose", "deployment", "--context", "test-c1")
+    assert r.code == 0, r.err
+    r = subctl("diagnose", "connections", "--context", "test-c1")
+    assert r.code == 1 and ' ✗ Connection to cluster "c2" is not established. Connection details:\n{' in r.err
+
+    # Service discovery: the CoreDNS forward is in place; an export without its Service is reported.
+    c1.resource(SERVICE_EXPORTS).create({"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+                                         "metadata": {"name": "ghost", "namespace": "default"}})
+    r = subctl("diagnose", "service-discovery", "--context", "test-c1")
+    assert r.code == 1, r.err
+    assert ' ✗ Error retrieving Service "ghost" in namespace "default": not found\n' in r.err
+    assert " ✓ Checking that the cluster DNS forwards clusterset.local to Lighthouse DNS\n" in r.err
+    c1.resource(SERVICE_EXPORTS).delete("default", "ghost")
+    svc = c1.resource(SERVICES).get("submariner-operator", "submariner-lighthouse-coredns")
+    r = subctl("diagnose", "service-discovery", "--context", "test-c1")
+    assert r.code == 0, r.err  # the ClusterIP is not reachable from the test: a warning, not a failure
+    assert f" ⚠ Could not query Lighthouse DNS at {svc['spec']['clusterIP']} from here" in r.err
+
+    r = subctl("diagnose", "all", "--context", "test-c1")
+    assert r.code == 1  # the c2 connection is down
+    assert r.out.endswith(SKIP_FIREWALL + "\n")
