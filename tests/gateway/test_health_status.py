@@ -95,7 +95,7 @@ def test_pinger_loop_with_scripted_prober() -> None:
         assert probers[0].closed and len(probers) >= 2
         assert p.stats.latency() is not None
     finally:
-        p.stop()
+        p.stop(wait=True)
         hc.RESTART_AFTER = old
 
 

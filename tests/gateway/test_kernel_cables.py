@@ -107,7 +107,7 @@ def test_vxlan_cable_between_namespaces() -> None:
                     f"p = Pinger({pair.b_cni!r}, interval=0.1, max_loss=5); p.start()\n"
                     "deadline = time.time() + 5\n"
                     "while p.status != 'connected' and time.time() < deadline: time.sleep(0.05)\n"
-                    "p.stop(); print(p.status, p.stats.latency()['last'] if p.stats.latency() else '')\n")
+                    "p.stop(wait=True); print(p.status, p.stats.latency()['last'] if p.stats.latency() else '')\n")
             out = pair.exec(pair.a, sys.executable, "-c", code, timeout=20).stdout.split()
             assert out[0] == "connected" and out[1].endswith("s"), out
 

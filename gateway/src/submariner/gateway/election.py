@@ -175,16 +175,17 @@ class LeaderElector:
         self._thread.start()
 
     def stop(self, release: bool = True) -> None:
-        """Stop campaigning; a leader steps down (callback) and, if `release`, frees the Lease."""
+        """Stop campaigning; a leader frees the Lease if `release` (first, as client-go's ReleaseOnCancel, so
+        the successor starts while we tear down), then steps down (callback)."""
         self._stop.set()
         self._poke.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
         if self.leading:
             self.leading = False
-            self.on_stopped_leading()
             if release:
                 self.release()
+            self.on_stopped_leading()
 
 
 def _seconds(value: float) -> int:

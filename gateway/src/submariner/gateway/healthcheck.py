@@ -176,9 +176,10 @@ class Pinger:
         self._thread = threading.Thread(target=self._run, name=f"pinger-{self.ip}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = False) -> None:
+        """Ask the loop to end; it exits within one interval (callers holding locks must not wait)."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.interval + 2)
 
     def _run(self) -> None:
