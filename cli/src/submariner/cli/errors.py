@@ -29,3 +29,18 @@ def exit_on_error(reporter: Reporter, err: BaseException, message: str = "") -> 
     reporter.error(err, message)
     version_trailer()
     raise SystemExit(1)
+
+
+def _semver(text: str) -> tuple[int, int, int] | None:
+    import re
+
+    m = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?", text.strip())
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def check_version_skew(deployed: str) -> None:
+    """A deployment newer than this subctl must be managed by a newer subctl (subctl.md §1 Version skew)."""
+    mine, theirs = _semver(VERSION), _semver(deployed or "")
+    if mine is not None and theirs is not None and theirs > mine:
+        raise CliError(f'the subctl version "{VERSION}" is older than the deployed Submariner version "{deployed}". '
+                       "Please upgrade your subctl version")

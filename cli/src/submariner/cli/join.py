@@ -29,7 +29,7 @@ from submariner.cli import manifests as m
 from submariner.cli.apply import apply, apply_all, wait_for_crds
 from submariner.cli.deploy_broker import ensure_token_secret
 from submariner.cli.discovery import NetworkDetails, detail_lines, discover
-from submariner.cli.errors import CliError, exit_on_error
+from submariner.cli.errors import CliError, check_version_skew, exit_on_error
 from submariner.cli.kubeconf import KubeFlags, connect, resolve
 from submariner.cli.options import kube_options, split_list
 from submariner.cli.reporter import Reporter
@@ -321,6 +321,10 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
         raise CliError(f"{e} (check --context/--kubeconfig)",
                        f'Error connecting to the cluster of context "{context.name}"') from None
 
+    for res, name in ((SUBMARINERS, m.SUBMARINER_CR), (SERVICE_DISCOVERIES, m.SERVICE_DISCOVERY_CR)):
+        with contextlib.suppress(KubeError):
+            check_version_skew(str((local.resource(res).get(OPERATOR_NAMESPACE, name).get("spec") or {})
+                                   .get("version") or ""))
     reporter.success(f"{Path(opts.broker_info).name} indicates broker is at {info.broker_url}")
     url = info.broker_url
     if opts.broker_url:

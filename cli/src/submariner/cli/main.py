@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from submariner.cli import VERSION, deploy_broker, diagnose, export, join, show, uninstall
+from submariner.cli import VERSION, deploy_broker, diagnose, export, join, recover, show, uninstall
 from submariner.cli.options import add_kube_options, kube_flags_from, parse_bool
 
 
@@ -56,6 +56,20 @@ cli.add_command(export.unexport_group)
 cli.add_command(show.show_group)
 cli.add_command(uninstall.command)
 cli.add_command(diagnose.diagnose_group)
+cli.add_command(recover.command)
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell: str) -> None:
+    """Generate the autocompletion script for the specified shell"""
+    from click.shell_completion import get_completion_class
+
+    prog = os.path.basename(sys.argv[0]) or "subctl"
+    complete_var = f"_{prog.replace('-', '_').upper()}_COMPLETE"
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None
+    click.echo(completion_class(cli, {}, prog, complete_var).source())
 
 
 def bool_flags(command: click.Command, out: set[str] | None = None) -> set[str]:

@@ -19,7 +19,7 @@ from submariner.broker.kube import ClientFactory, KubeError, NotFound, Obj
 from submariner.cli import OPERATOR_NAMESPACE
 from submariner.cli import manifests as m
 from submariner.cli.discovery import NetworkDetails, detail_lines, discover, from_submariner
-from submariner.cli.errors import CliError, version_trailer
+from submariner.cli.errors import CliError, check_version_skew, version_trailer
 from submariner.cli.kubeconf import ContextInfo, KubeFlags, connect, select_contexts
 from submariner.cli.options import kube_options, output_option, split_list
 from submariner.cli.reporter import Reporter
@@ -325,6 +325,7 @@ def run(kube: KubeFlags, view: str, contexts: list[str], output: str, reporter: 
         try:
             cluster = connect(kube, ctx.name)
             cv = ClusterView(cluster, reporter, tables=output == "table")
+            check_version_skew(str(((cv.submariner() or {}).get("spec") or {}).get("version") or ""))
             result = VIEWS[view](cv)
             if result.failed or reporter.failed:
                 ok = False
