@@ -4,7 +4,8 @@ their GlobalCIDRs, with the rules `rules.ruleset` renders applied by the datapla
 Topology (all throw-away netns `subm-gn-*`): pod A 10.7.1.5 — gw1 ═ 192.0.2.0/30 ═ gw2 — pod B 10.7.1.7.
 gw1 has GlobalCIDR 120.1.0.0/24, gw2 120.2.0.0/24; the /30 link stands in for the tunnel. A and B are each
 a headless pod with a global IP (120.1.0.254, 120.2.0.254); gw1's cluster egress block is 120.1.0.1-8.
-A TCP server in each pod answers with the peer address it sees.
+A TCP server in each pod answers with the peer address it sees. For a ClusterIP export kube-proxy's
+externalIP DNAT is emulated with one hand-written rule (the lab's kube-proxy does this for real).
 """
 
 from __future__ import annotations
@@ -115,6 +116,18 @@ def test_overlapping_clusters_talk_through_global_ips(topology: dict[str, str]) 
         time.sleep(0.1)
         seen = _peer_seen(topology["a"], "120.2.0.254")
         assert seen.startswith("120.1.0.") and 1 <= int(seen.rsplit(".", 1)[1]) <= 8, seen
+        # an exported ClusterIP Service: Globalnet adds no rule, kube-proxy DNATs the internal Service's
+        # externalIP. Emulated here (a KUBE-SERVICES-like chain appended to PREROUTING), as the lab's does.
+        gw2_ns = topology["gw2"]
+        ns_sh(gw2_ns, "iptables", "-t", "nat", "-N", "KUBE-EMU")
+        ns_sh(gw2_ns, "iptables", "-t", "nat", "-A", "KUBE-EMU", "-d", "120.2.0.253/32", "-p", "tcp", "--dport",
+              "8080", "-j", "DNAT", "--to-destination", "10.7.1.7:8080")
+        ns_sh(gw2_ns, "iptables", "-t", "nat", "-A", "PREROUTING", "-j", "KUBE-EMU")
+        seen = _peer_seen(topology["a"], "120.2.0.253")
+        assert seen.startswith("120.1.0.") and 1 <= int(seen.rsplit(".", 1)[1]) <= 8, seen
+        # Globalnet's re-apply leaves kube-proxy's hook and chain alone and keeps its own hook first
+        assert not IptablesRestore(netns=gw2_ns).apply(R.ruleset(gw2, ("120.2.0.0/24",)))
+        assert _peer_seen(topology["a"], "120.2.0.253") == seen
     finally:
         for proc in servers:
             proc.kill()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from submariner.broker.api.multicluster import SERVICE_EXPORTS
 from submariner.broker.api.submariner import CLUSTER_GLOBAL_EGRESS_IPS, GLOBAL_EGRESS_IPS
 from submariner.broker.kube import ClientFactory, Conflict, KubeError, Obj
 from submariner.dataplane.packetfilter import Ruleset
@@ -111,10 +112,17 @@ class Engine:
 
     def _run(self, sync_timeout: float) -> None:
         deadline = time.monotonic() + sync_timeout
+        optional = self.ctx.informer(SERVICE_EXPORTS)
         for inf in self.ctx.informers.values():
             while not inf.wait_for_sync(max(0.1, deadline - time.monotonic())):
                 if self._stopped.is_set():
                     return
+                if inf is optional:
+                    # no ServiceExport CRD (no service discovery installed): egress still works; exports are
+                    # picked up whenever the CRD appears. Every other cache must be complete before IPs are
+                    # re-reserved, or an IP recorded in an unseen status could be handed out twice.
+                    log.warning("globalnet ServiceExports not readable; continuing without them")
+                    break
                 log.warning("globalnet informer not synced informer=%s; still waiting", inf.name)
         self.cluster_egress.reserve()
         self.egress.reserve()
