@@ -417,3 +417,28 @@ def test_vxlan_reconnect_follows_subnet_and_ip_changes() -> None:
     driver.connect_to_endpoint(NATEndpointInfo(remote, "192.168.2.20", False))
     assert [r.dst for r in nl.routes(100)] == ["10.2.0.0/16"]
     assert nl.fdb("vxlan-tunnel") == [Fdb("vxlan-tunnel", "192.168.2.20")]
+
+
+def test_pluto_exit_is_fatal(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    fatal: list[str] = []
+    ctl = tmp_path / "pluto.ctl"
+
+    def start(cmd: list[str]) -> subprocess.Popen[bytes]:
+        ctl.write_text("")
+        return subprocess.Popen(["sh", "-c", "exit 3"])
+
+    local = spec("east", LOCAL_IP, subnets=["10.1.0.0/16"], backend="libreswan")
+    ctx = DriverContext(local=local, cluster_cidrs=["10.1.0.0/16"], psk="p",  # type: ignore[arg-type]
+                        extra={"on_fatal": fatal.append})
+    driver = libreswan.LibreswanDriver(ctx, runner=runner, start_pluto=start, config_dir=tmp_path / "ipsec.d",
+                                       ctl_path=ctl, sleep=lambda s: None)
+    driver.init()
+    remote = endpoint(spec("west", "192.168.2.20", subnets=["10.2.0.0/16"], backend="libreswan"))
+    driver.connect_to_endpoint(NATEndpointInfo(remote, "192.168.2.20", False))
+    import time
+
+    deadline = time.monotonic() + 5
+    while not fatal and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fatal == ["pluto exited with status 3"]

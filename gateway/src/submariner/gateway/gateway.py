@@ -121,8 +121,16 @@ class Gateway:
             local=self.spec, cluster_cidrs=self.cfg.cluster_cidrs,
             cni_ip=cni_ip(self.nl, self.cfg.cluster_cidrs), mtu=interface_mtu(self.nl, self.spec["private_ip"]),
             psk=self.cfg.ipsec_psk, nat_enabled=self.cfg.nat_enabled, force_encaps=self.cfg.ipsec_force_encaps,
-            extra={"netlink": self.nl, "state_dir": self.cfg.state_dir, **self.driver_extra})
+            extra={"netlink": self.nl, "state_dir": self.cfg.state_dir, "ipsec_debug": self.cfg.ipsec_debug,
+                   "on_fatal": self._driver_fatal, **self.driver_extra})
         return new_driver(self.cfg.cable_driver, ctx)
+
+    def _driver_fatal(self, msg: str) -> None:
+        log.error("cable driver failed: %s", msg)
+        self.status.status_failure = msg
+        self.status.sync_soon()
+        if self.on_fatal is not None:
+            self.on_fatal(msg)
 
     def _ha_status(self) -> str:
         engine = self.engine

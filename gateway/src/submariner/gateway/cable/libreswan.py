@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,8 @@ class LibreswanDriver:
         self.sleep = sleep
         self.clock = clock
         self._pluto: Any = None
+        self._stopping = False
+        self.conf_path = config_dir / "ipsec.conf"
         self._connections: dict[str, tuple[EndpointSpec, str, bool]] = {}  # cable -> (spec, use ip, nat)
 
     def name(self) -> str:
@@ -157,12 +160,21 @@ class LibreswanDriver:
         except OSError as e:
             raise DriverError(f"cannot start pluto ({e}): the libreswan driver needs Libreswan installed and a kernel "
                               "with ESP support; otherwise use SUBMARINER_CABLEDRIVER=vxlan or wireguard") from None
+        if hasattr(self._pluto, "wait"):
+            threading.Thread(target=self._watch_pluto, args=(self._pluto,), name="pluto-watch", daemon=True).start()
         deadline = self.clock() + PLUTO_WAIT
         while not self.ctl_path.exists():
             if self.clock() > deadline:
                 raise DriverError(f"pluto did not create {self.ctl_path} within {PLUTO_WAIT:g}s")
             self.sleep(0.1)
         self.whack(["--listen"])
+
+    def _watch_pluto(self, proc: Any) -> None:
+        """pluto exiting is fatal for the gateway (upstream exits too; the pod restart starts afresh)."""
+        code = proc.wait()
+        on_fatal = self.ctx.extra.get("on_fatal")
+        if not self._stopping and callable(on_fatal):
+            on_fatal(f"pluto exited with status {code}")
 
     def whack(self, args: list[str]) -> str:
         """`ipsec whack ARGS` with a 5 s timeout, three tries one second apart."""
@@ -230,9 +242,14 @@ class LibreswanDriver:
             if src == "0.0.0.0/0" and dst == "0.0.0.0/0":
                 continue
             self.runner(["ip", "xfrm", "policy", "delete", "src", src, "dst", dst, "dir", direction], 15)
+        self.close()
+
+    def close(self) -> None:
+        """Stop pluto (leadership lost, or the process exits)."""
+        self._stopping = True
         if self._pluto is not None and hasattr(self._pluto, "terminate"):
             self._pluto.terminate()
-            self._pluto = None
+        self._pluto = None
 
 
 def _factory(ctx: DriverContext) -> CableDriver:
