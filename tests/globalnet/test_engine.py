@@ -465,3 +465,19 @@ def test_selectorless_cluster_ip_service_gets_its_endpoints_cloned(h: Harness) -
     h.cluster.resource(SERVICE_EXPORTS).delete("sample", "legacy")
     h.settle()
     assert h.get(CORE_ENDPOINTS, "sample", internal) is None and h.get(SERVICES, "sample", internal) is None
+
+
+def test_cluster_egress_works_without_the_service_export_crd() -> None:
+    from submariner.broker.kube import NotFound
+
+    cluster = FakeCluster("g1")
+    cluster.fail_next("list", NotFound("the server could not find the requested resource", status=404),
+                      plural="serviceexports", count=10_000)
+    h = Harness(cluster)
+    try:
+        h.engine.start(sync_timeout=0.3)
+        wait_until(lambda: (h.get(CLUSTER_GLOBAL_EGRESS_IPS, "", CLUSTER_EGRESS_NAME) or {}).get("status", {})
+                   .get("allocatedIPs") == _ips("242.1.0.1", 8), what="cluster egress without ServiceExports")
+        assert len(h.chain(R.EGRESS_CLUSTER)) == 2
+    finally:
+        h.stop()
