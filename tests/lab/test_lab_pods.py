@@ -1,5 +1,6 @@
 """Pods on a lab cluster built by `sublab create` (root): pod-to-pod across nodes over the per-node pod CIDR
-routes, and `sublab exec` running a command inside a pod's namespace with the pod's resolv.conf."""
+routes, `sublab exec` and `kubectl exec` running a command inside a pod's namespace with the pod's resolv.conf,
+and pods reaching the underlay (another cluster's API server) through the CNI's masquerade as in kind."""
 
 from __future__ import annotations
 
@@ -69,4 +70,14 @@ def test_pod_to_pod_across_nodes_and_exec(lab: Lab) -> None:
     missing = lab.sublab("exec", "--context", "lab-pods", "nope", "--", "true", check=False)
     assert missing.returncode == 1 and "nope" in missing.stderr
 
-    lab.sublab("delete", "cluster", "--name", "pods")
+    # kubectl exec works like sublab exec (the API server's pods/exec, WebSocket).
+    assert lab.kubectl("pods", "exec", "b", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout.count(ips["b"]) == 1
+
+    # A pod reaches another cluster's node (the underlay): no node routes back to pod CIDRs, so this needs
+    # kindnet's masquerade; the other side sees the node's address, not the pod's.
+    other = lab.create(kind_config("other", workers=0, pod="10.10.0.0/16", service="10.100.0.0/16"))
+    out = lab.kubectl("pods", "exec", "a", "--", "curl", "-sk", "--max-time", "5", "-o", "/dev/null", "-w",
+                      "%{http_code}", f"https://{other.control_plane.address}:6443/healthz", check=False)
+    assert out.stdout == "200", (out.stdout, out.stderr)
+
+    lab.sublab("delete", "clusters", "pods", "other")

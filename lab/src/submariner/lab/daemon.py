@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from submariner.broker.api.meta import APIResource
 from submariner.broker.kube import (
     CONFIGMAPS,
@@ -262,6 +264,37 @@ def kubernetes_service_objects(cluster: ClusterState) -> list[tuple[APIResource,
     return [(SERVICES, service), (ENDPOINT_SLICES, endpoint_slice)]
 
 
+def cluster_config_objects(cluster: ClusterState) -> list[tuple[APIResource, Obj]]:
+    """The records kubeadm leaves in every kind cluster: `kube-system/kubeadm-config` (ClusterConfiguration) and
+    `kube-system/kube-proxy` (KubeProxyConfiguration). Tools read the cluster's CIDRs from them (subctl join's
+    network discovery does), so the lab writes them as kind would."""
+    cluster_configuration = yaml.safe_dump({
+        "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
+        "clusterName": cluster.name, "kubernetesVersion": KUBERNETES_VERSION,
+        "controlPlaneEndpoint": f"{cluster.control_plane.name}:{cluster.api_port}",
+        "apiServer": {"certSANs": ["localhost", cluster.control_plane.address],
+                      "extraArgs": {"runtime-config": ""}},
+        "controllerManager": {"extraArgs": {"enable-hostpath-provisioner": "true"}},
+        "networking": {"dnsDomain": "cluster.local", "podSubnet": cluster.pod_subnet,
+                       "serviceSubnet": cluster.service_subnet},
+    }, sort_keys=False)
+    proxy_configuration = yaml.safe_dump({
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "clusterCIDR": cluster.pod_subnet, "mode": "iptables",
+        "iptables": {"masqueradeAll": False, "minSyncPeriod": "1s", "syncPeriod": "0s"},
+        "conntrack": {"maxPerCore": 0},
+    }, sort_keys=False)
+    return [
+        (CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                      "data": {"ClusterConfiguration": cluster_configuration}}),
+        (CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": "kube-proxy", "namespace": "kube-system",
+                                   "labels": {"app": "kube-proxy"}},
+                      "data": {"config.conf": proxy_configuration}}),
+    ]
+
+
 def _create_if_absent(kube: ClientFactory, res: APIResource, obj: Obj) -> None:
     """Seed objects are created once: later edits (the operator rewriting the Corefile) are the user's."""
     meta = obj["metadata"]
@@ -299,7 +332,8 @@ def seed_nodes(kube: ClientFactory, cluster: ClusterState) -> None:
 
 def seed(kube: ClientFactory, cluster: ClusterState) -> None:
     seed_nodes(kube, cluster)
-    for res, obj in [*kubernetes_service_objects(cluster), *coredns_objects(cluster)]:
+    for res, obj in [*kubernetes_service_objects(cluster), *coredns_objects(cluster),
+                     *cluster_config_objects(cluster)]:
         _create_if_absent(kube, res, obj)
 
 

@@ -35,6 +35,14 @@ MASQ_MARK = "0x4000"
 _OWN_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
 _PER_SERVICE = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-", "KUBE-SVL-")
 
+MASQ_AGENT_CHAIN = "KIND-MASQ-AGENT"
+# Appended (kindnet appends its hook): rules others insert at the top of POSTROUTING keep precedence.
+APPENDED_JUMPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("nat", "POSTROUTING", ("-m", "addrtype", "!", "--dst-type", "LOCAL", "-m", "comment", "--comment",
+                            "kind-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic "
+                            "to our custom KIND-MASQ-AGENT chain", "-j", MASQ_AGENT_CHAIN)),
+)
+
 # (table, chain, rule) jumps from the built-in chains into ours, kept in place with `-C`/`-I`.
 JUMPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("nat", "PREROUTING", ("-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES")),
@@ -207,6 +215,19 @@ def render(services: Iterable[Obj], slices: Iterable[Obj], cluster_cidr: str | N
     lines += nat + nodeports
     lines.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
                  'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+    if cluster_cidr:
+        # kindnet's ip-masq-agent (the CNI's part, not kube-proxy's; the lab's CNI lives here): pod traffic to
+        # anything outside the pod network leaves with the node's address, so pods reach the underlay (a broker's
+        # API server) though no other host routes back to pod CIDRs. Submariner's SUBMARINER-POSTROUTING, hooked
+        # in front, ACCEPTs cross-cluster flows before they get here, so pod IPs survive the tunnel.
+        own.append(MASQ_AGENT_CHAIN)
+        lines += [
+            f":{MASQ_AGENT_CHAIN} - [0:0]",
+            f'-A {MASQ_AGENT_CHAIN} -d {cluster_cidr} -m comment --comment "kind-masq-agent: local traffic is not '
+            'subject to MASQUERADE" -j RETURN',
+            f'-A {MASQ_AGENT_CHAIN} -m comment --comment "kind-masq-agent: outbound traffic is subject to '
+            'MASQUERADE (must be last in chain)" -j MASQUERADE',
+        ]
     lines.append("COMMIT")
     return Rendered("\n".join(lines) + "\n", frozenset(own + unique_chains), frozenset(udp))
 
@@ -353,6 +374,13 @@ class KubeProxy:
             raise RuntimeError(f"iptables-restore in {self.node_netns} failed: {result.stderr.strip()}")
 
     def _ensure_jumps(self) -> None:
+        if self.cluster_cidr:
+            for table, chain, rule in APPENDED_JUMPS:
+                if self._iptables("iptables", "-t", table, "-C", chain, *rule).returncode != 0:
+                    result = self._iptables("iptables", "-t", table, "-A", chain, *rule)
+                    if result.returncode != 0:
+                        raise RuntimeError(f"iptables -t {table} -A {chain} in {self.node_netns}: "
+                                           f"{result.stderr.strip()}")
         for table, chain, rule in JUMPS:
             if self._iptables("iptables", "-t", table, "-C", chain, *rule).returncode != 0:
                 result = self._iptables("iptables", "-t", table, "-I", chain, "1", *rule)
