@@ -377,6 +377,8 @@ def test_restart_reserves_recorded_ips_and_writes_nothing() -> None:
     before = _recorded(cluster)
     allocated = first.engine.pool.allocated()
     first.stop()
+    first.ipsets.ensure("SM-GN-STALEFROMADELETEDOBJEC")  # its GlobalEgressIP went while no leader ran
+    first.ipsets.ensure("KUBE-SOMETHING")
     assert len(before) == 1 + 1 + 1 + 4
     held = [ip for ips in before.values() for ip in ips]
     assert len(held) == len(set(held)) == 8 + 3 + 1 + 4
@@ -387,6 +389,7 @@ def test_restart_reserves_recorded_ips_and_writes_nothing() -> None:
         assert _recorded(cluster) == before
         assert second.engine.pool.allocated() == allocated
         assert len(cluster.writes) == writes, cluster.writes[writes:]
+        assert second.ipsets.names() == ["KUBE-SOMETHING", egress_ipset_name("sample", "e")]
         # a new object after the restart gets a fresh IP, never one recorded before
         second.cluster.resource(SERVICES).create(service("sample", "new", selector={"app": "n"}))
         second.cluster.resource(SERVICE_EXPORTS).create(export("sample", "new"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from submariner.broker.api import sanitize_name
 from submariner.broker.api.submariner import CLUSTERS
@@ -48,7 +48,6 @@ class Config:
     """The CNI IP the gateway health IP is DNATed to; discovered from the node's addresses when None."""
     lease_timings: tuple[float, float, float] = (20.0, 15.0, 2.0)
     """Lease duration, renew deadline, retry period (upstream's values)."""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def local_cidrs(self) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from submariner.globalnet.egress import ClusterEgress, NamespaceEgress
 from submariner.globalnet.health import GatewayHealth
 from submariner.globalnet.ingress import Ingress
 from submariner.globalnet.ipam import IPPool
-from submariner.globalnet.names import CLUSTER_EGRESS_NAME
+from submariner.globalnet.names import CLUSTER_EGRESS_NAME, IPSET_PREFIX, egress_ipset_name
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,22 @@ class Engine:
                 self.ctx.changed()
             if name == "retry":
                 self._applied_version = -1
+            if name == "initial":
+                self.ctx.later(key, self._destroy_stale_ipsets)
+
+    def _destroy_stale_ipsets(self, ok: bool) -> None:
+        """`SM-GN-*` sets no GlobalEgressIP maps to (deleted while no leader ran), once no rule uses them."""
+        if not ok:
+            raise Retry("rules not programmed yet")
+        wanted = {egress_ipset_name(str(o["metadata"]["namespace"]), str(o["metadata"]["name"]))
+                  for o in self.ctx.objects(GLOBAL_EGRESS_IPS)}
+        for name in self.ctx.ipsets.names(IPSET_PREFIX):
+            if name not in wanted:
+                try:
+                    self.ctx.ipsets.destroy(name)
+                    log.info("globalnet destroyed stale ipset name=%s", name)
+                except Exception as e:
+                    log.warning("globalnet cannot destroy stale ipset name=%s error=%s", name, e)
 
     def _handle(self, key: Key, fn: Callable[[], None]) -> None:
         try:
