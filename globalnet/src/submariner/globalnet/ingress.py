@@ -117,7 +117,8 @@ class Ingress:
         ns, name = str(meta.get("namespace")), str(meta.get("name"))
         if (meta.get("labels") or {}).get(L.EXPORTED_SERVICE_REF):
             self.ctx.enqueue(INTERNAL, ns, name)
-        elif self.ctx.get(SERVICE_EXPORTS, ns, name) is not None or self._has_giips(ns, name):
+        elif self.ctx.get(SERVICE_EXPORTS, ns, name) is not None or self.ctx.get(GLOBAL_INGRESS_IPS, ns, name):
+            # exported, or its ClusterIP GlobalIngressIP outlived the export (headless ones go with the export)
             self.ctx.enqueue(SERVICE, ns, name)
 
     def _endpoints_event(self, obj: Obj) -> None:
@@ -139,9 +140,6 @@ class Ingress:
                 svc = self.ctx.get(SERVICES, namespace, str(meta.get("name")))
                 if svc is not None and is_headless(svc):
                     self.ctx.enqueue(SERVICE, namespace, str(meta.get("name")))
-
-    def _has_giips(self, namespace: str, service: str) -> bool:
-        return any(True for _ in self._giips_of(namespace, service))
 
     def _giips_of(self, namespace: str, service: str) -> list[Obj]:
         out = []
