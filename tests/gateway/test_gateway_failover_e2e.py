@@ -38,7 +38,7 @@ API_IP = "192.168.79.254"
 
 
 @contextlib.contextmanager
-def topology() -> Iterator[dict[str, str]]:
+def topology(cni: tuple[str, str] = ("10.1.1.1/24", "10.1.2.1/24")) -> Iterator[dict[str, str]]:
     tag = secrets.token_hex(3)
     names = {"api": f"subm-gw-{tag}-api", "a": f"subm-gw-{tag}-na", "b": f"subm-gw-{tag}-nb"}
     try:
@@ -56,7 +56,7 @@ def topology() -> Iterator[dict[str, str]]:
             sh("ip", "-n", ns, "addr", "add", f"192.168.79.{i}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "add", "cni0", "type", "bridge")
-            sh("ip", "-n", ns, "addr", "add", f"10.1.{i}.1/24", "dev", "cni0")
+            sh("ip", "-n", ns, "addr", "add", cni[i - 1], "dev", "cni0")
             sh("ip", "-n", ns, "link", "set", "cni0", "up")
         yield names
     finally:
@@ -85,9 +85,11 @@ def start_server(netns: str, base: Path, pids: list[int]) -> Path:
     raise RuntimeError(f"API server did not start: {(base / 'server.log').read_text()[-2000:]}")
 
 
-def start_gateway(netns: str, node: str, kubeconfig: Path, base: Path, pids: list[int]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SUBMARINER_CLUSTERID": "east", "SUBMARINER_NAMESPACE": NS, "NODE_NAME": node,
-           "SUBMARINER_CLUSTERCIDR": "10.1.0.0/16", "SUBMARINER_SERVICECIDR": "10.96.0.0/16",
+def start_gateway(netns: str, node: str, kubeconfig: Path, base: Path, pids: list[int], *, cluster: str = "east",
+                  namespace: str = NS, cluster_cidr: str = "10.1.0.0/16", service_cidr: str = "10.96.0.0/16",
+                  ) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SUBMARINER_CLUSTERID": cluster, "SUBMARINER_NAMESPACE": namespace, "NODE_NAME": node,
+           "SUBMARINER_CLUSTERCIDR": cluster_cidr, "SUBMARINER_SERVICECIDR": service_cidr,
            "SUBMARINER_CABLEDRIVER": "vxlan", "LEADERSHIP_LEASEDURATION": "4", "LEADERSHIP_RENEWDEADLINE": "3",
            "LEADERSHIP_RETRYPERIOD": "1", "SUBMARINER_GATEWAYSTATUSINTERVAL": "1"}
     log = open(base / f"{node}.log", "a")  # noqa: SIM115 - handed to the child
@@ -179,6 +181,60 @@ def test_failover_sigterm_and_sigkill(tmp_path: Path) -> None:
             assert lease["spec"]["holderIdentity"] == "node-a-submariner-gateway"
             gw_a.send_signal(signal.SIGTERM)
             assert gw_a.wait(10) == 0
+        finally:
+            inside.close()
+            for pid in reversed(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+
+
+def test_two_clusters_discover_each_other_and_health_check_through_vxlan(tmp_path: Path) -> None:
+    """east (node a) and west (node b) as two clusters sharing one API server (each its own Submariner
+    namespace, one broker namespace): Endpoints cross the broker, NAT discovery runs over real UDP, the vxlan
+    cable carries the ICMP health check, and both Gateway CRs end up `connected` with RTT figures."""
+    pids: list[int] = []
+    with topology(("10.1.1.1/24", "10.2.1.1/24")) as ns:
+        inside = InNetns(ns["api"])
+        try:
+            kubeconfig = start_server(ns["api"], tmp_path, pids)
+            crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True,
+                                  check=True).stdout
+            subprocess.run(["ip", "netns", "exec", ns["api"], str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
+                            "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
+            api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
+            for name in ("east-ns", "west-ns", BROKER_NS):
+                inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+            start_gateway(ns["a"], "east-gw", kubeconfig, tmp_path, pids, cluster="east", namespace="east-ns",
+                          cluster_cidr="10.1.0.0/16")
+            start_gateway(ns["b"], "west-gw", kubeconfig, tmp_path, pids, cluster="west", namespace="west-ns",
+                          cluster_cidr="10.2.0.0/16", service_cidr="10.97.0.0/16")
+
+            def healthy(namespace: str, name: str, remote: str) -> bool:
+                gw = inside(lambda: api.resource(GATEWAYS).get(namespace, name))
+                return any(c["endpoint"]["cluster_id"] == remote and c["status"] == "connected"
+                           and c.get("latencyRTT", {}).get("last") and c.get("usingIP")
+                           for c in gw["status"]["connections"])
+
+            took = wait_for("both gateways connected with RTT", lambda: healthy("east-ns", "east-gw", "west")
+                            and healthy("west-ns", "west-gw", "east"), 30)
+            assert took < 5, f"connected and health-checked only after {took:.1f}s"
+            print(f"two clusters connected and health-checked in {took:.2f}s")
+            gw = inside(lambda: api.resource(GATEWAYS).get("east-ns", "east-gw"))
+            [conn] = gw["status"]["connections"]
+            assert conn["usingIP"] == "192.168.79.2" and conn["usingNAT"] is False  # private IP, no NAT found
+            assert conn["endpoint"]["healthCheckIP"] == "10.2.1.1"
+            # what Lighthouse DNS concludes from these objects
+            from submariner.lighthouse.dns.lighthouse_model import Connectivity
+
+            reach = Connectivity("east")
+            reach.apply("add", gw)
+            assert reach.is_connected("west")
+            # the cable is in node a's kernel: table 100 and the FDB entry to node b
+            assert "10.2.0.0/16 via 241.168.79.2 dev vxlan-tunnel" in sh(
+                "ip", "-n", ns["a"], "route", "show", "table", "100").stdout
         finally:
             inside.close()
             for pid in reversed(pids):

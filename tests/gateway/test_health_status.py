@@ -224,3 +224,29 @@ def test_gateway_syncer_redoes_a_write_that_lost_a_race_with_globalnet() -> None
     syncer.client.get = get_then_race  # type: ignore[method-assign]
     gw = syncer.sync()
     assert gw["metadata"]["annotations"]["submariner.io/globalIp"] == "242.1.255.254"
+
+
+class UnroutableFirst(ScriptedProber):
+    """sendto fails (no route yet) for the first echoes, as while the cable is being built."""
+
+    def send(self, seq: int) -> None:
+        if seq <= 2:
+            raise OSError(101, "Network is unreachable")
+        super().send(seq)
+
+
+def test_pinger_keeps_going_when_the_route_is_not_there_yet() -> None:
+    import submariner.gateway.healthcheck as hc
+
+    old = hc.RESTART_AFTER
+    hc.RESTART_AFTER = 30.0  # a restart would make this test time out
+    p = Pinger("10.2.0.1", interval=0.01, max_loss=5, prober_factory=lambda ip: UnroutableFirst())
+    try:
+        p.start()
+        deadline = time.monotonic() + 3
+        while p.status != CONNECTED and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert p.status == CONNECTED
+    finally:
+        p.stop(wait=True)
+        hc.RESTART_AFTER = old

@@ -208,7 +208,10 @@ class Pinger:
                 return
             self._seq = (self._seq + 1) & 0xFFFF
             self._sent_at[self._seq] = self.clock()
-            prober.send(self._seq)
+            try:
+                prober.send(self._seq)
+            except OSError as e:  # no route yet (cable still being built): a lost echo, not a broken pinger
+                log.debug("echo to %s not sent: %s", self.ip, e)
             deadline = self.clock() + self.interval
             while (left := deadline - self.clock()) > 0 and not self._stop.is_set():
                 seq = prober.receive(left)
