@@ -264,10 +264,17 @@ def kubernetes_service_objects(cluster: ClusterState) -> list[tuple[APIResource,
     return [(SERVICES, service), (ENDPOINT_SLICES, endpoint_slice)]
 
 
+JOIN_DEFAULTS_CONFIGMAP = "submariner-join-defaults"
+
+
 def cluster_config_objects(cluster: ClusterState) -> list[tuple[APIResource, Obj]]:
     """The records kubeadm leaves in every kind cluster: `kube-system/kubeadm-config` (ClusterConfiguration) and
     `kube-system/kube-proxy` (KubeProxyConfiguration). Tools read the cluster's CIDRs from them (subctl join's
-    network discovery does), so the lab writes them as kind would."""
+    network discovery does), so the lab writes them as kind would.
+
+    Plus `kube-system/submariner-join-defaults`: what `subctl join` uses for flags the user leaves out. The lab
+    makes `vxlan` the cable driver there (upstream's default, libreswan, needs ESP, which this kernel lacks);
+    join says so when it applies it."""
     cluster_configuration = yaml.safe_dump({
         "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
         "clusterName": cluster.name, "kubernetesVersion": KUBERNETES_VERSION,
@@ -284,7 +291,14 @@ def cluster_config_objects(cluster: ClusterState) -> list[tuple[APIResource, Obj
         "iptables": {"masqueradeAll": False, "minSyncPeriod": "1s", "syncPeriod": "0s"},
         "conntrack": {"maxPerCore": 0},
     }, sort_keys=False)
+    join_defaults: Obj = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": JOIN_DEFAULTS_CONFIGMAP, "namespace": "kube-system"},
+        "data": {"cable-driver": "vxlan",
+                 "reason": "the lab's kernel has no ESP (IPsec) support, so libreswan cannot carry traffic here"},
+    }
     return [
+        (CONFIGMAPS, join_defaults),
         (CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
                       "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
                       "data": {"ClusterConfiguration": cluster_configuration}}),
