@@ -29,6 +29,7 @@ from submariner.cli.resources import (
     CONFIGMAPS,
     DAEMON_SETS,
     DEPLOYMENTS,
+    ENDPOINTS,
     GATEWAYS,
     PODS,
     ROUTE_AGENTS,
@@ -221,13 +222,21 @@ class Checks:
         if not active:
             self.r.failure("There are no active gateways")
             ok = False
+        own_id = (self.submariner.get("spec") or {}).get("clusterID")
+        remote = {str((e.get("spec") or {}).get("cluster_id")) for e in _list(self.kube, ENDPOINTS, self.ns)} - {
+            str(own_id)}
         for gw in active:
-            for conn in (gw.get("status") or {}).get("connections") or []:
+            conns = (gw.get("status") or {}).get("connections") or []
+            for conn in conns:
                 if conn.get("status") != "connected":
                     cluster = (conn.get("endpoint") or {}).get("cluster_id")
                     self.r.failure(f'Connection to cluster "{cluster}" is not established. Connection details:\n'
                                    + json.dumps(conn, indent=2))
                     ok = False
+            for cluster in sorted(remote - {str((c.get("endpoint") or {}).get("cluster_id")) for c in conns}):
+                self.r.failure(f'There is no connection to cluster "{cluster}" (its Endpoint is known); check the '
+                               "gateway pod's log")
+                ok = False
         self.r.end()
         self.r.start("Checking route agent connections")
         for agent in _list(self.kube, ROUTE_AGENTS, self.ns):

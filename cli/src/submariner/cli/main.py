@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from submariner.cli import VERSION, deploy_broker, diagnose, export, join, recover, show, uninstall
+from submariner.cli import VERSION, deploy_broker, diagnose, export, join, recover, show, uninstall, verify
 from submariner.cli.options import add_kube_options, kube_flags_from, parse_bool
 
 
@@ -57,6 +57,7 @@ cli.add_command(show.show_group)
 cli.add_command(uninstall.command)
 cli.add_command(diagnose.diagnose_group)
 cli.add_command(recover.command)
+cli.add_command(verify.command)
 
 
 @cli.command("completion")
