@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from submariner.dataplane.netlink import FakeNetlink, Fdb, Route, Rule, Vxlan
-from submariner.dataplane.packetfilter import FakePacketFilter, canonical
+from submariner.dataplane.packetfilter import FakePacketFilter, PacketFilterError, canonical
 from submariner.dataplane.packetfilter.ipset import FakeIPSets
 from submariner.routeagent.config import ConfigError, Settings
 from submariner.routeagent.model import select_endpoints, vtep_ip
-from submariner.routeagent.reconciler import Reconciler
+from submariner.routeagent.reconciler import ReconcileError, Reconciler
 
 CLUSTER_CIDR = "10.8.0.0/16"
 SERVICE_CIDR = "100.8.0.0/16"
@@ -306,3 +306,15 @@ def test_gateway_route_goes_via_the_next_hop_when_the_remote_gateway_is_inside_i
         Route("10.50.0.0/16", 150, gateway="192.168.1.1", oif="eth0", src="10.8.0.1", proto_static=True),
         Route("10.51.0.0/16", 150, oif="eth0", src="10.8.0.1", scope_link=True, proto_static=True)]
     gw.assert_no_churn([LOCAL_ON_CP, inside])
+
+
+def test_a_failing_step_does_not_stop_the_others() -> None:
+    w = Node("c1-worker")
+
+    def broken(ruleset: object) -> bool:
+        raise PacketFilterError("iptables-restore: no such module")
+
+    w.pf.apply = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(ReconcileError, match="iptables: iptables-restore: no such module"):
+        w.run([LOCAL_ON_CP, REMOTE_C2])
+    assert len(w.main_routes()) == 2  # routes still programmed

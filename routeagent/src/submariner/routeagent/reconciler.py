@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,10 @@ def host_facts(nl: Netlink, settings: Settings, node: Mapping[str, Any] | None,
                      nexthops={r: next_hop(nl, r) for r in remote_gateway_ips})
 
 
+class ReconcileError(RuntimeError):
+    """Some steps of a reconcile failed; the message lists each step and its error."""
+
+
 def _owned_main(route: Route) -> bool:
     return route.oif == VX_IFACE and route.proto_static
 
@@ -129,24 +133,43 @@ class Reconciler:
         return desired_state(self.settings, endpoints, nodes, facts)
 
     def reconcile(self, endpoints: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]) -> Desired:
+        """Apply every step; a failing step does not stop the others (routes still follow when iptables
+        fails); the failures are raised together at the end so the caller retries."""
         want = self.desired(endpoints, nodes)
         self.changes = 0
         if want.skipped and (self.last is None or self.last.skipped != want.skipped):
             log.warning("remote subnets %s overlap local cluster/service CIDRs %s; not routed", want.skipped,
                         [*self.settings.cluster_cidrs, *self.settings.service_cidrs])
-        self._ipsets(want)
-        if self.pf.apply(want.ruleset):
-            self.changes += 1
-        self._device(want)
-        self._sysctls(want)
-        self._fdb(want)
-        self.changes += _reconcile_routes(self.nl, want.main_routes, MAIN_TABLE, _owned_main)
-        self._gateway_table(want)
+        errors: list[str] = []
+
+        def step(name: str, fn: Callable[[], None]) -> None:
+            try:
+                fn()
+            except Exception as e:
+                log.debug("step %s failed", name, exc_info=True)
+                errors.append(f"{name}: {e}")
+
+        step("ipsets", lambda: self._ipsets(want))
+        step("iptables", lambda: self._rules(want))
+        step("vx-submariner", lambda: self._device(want))
+        step("sysctls", lambda: self._sysctls(want))
+        step("fdb", lambda: self._fdb(want))
+        step("routes", lambda: self._main_routes(want))
+        step(f"table {GATEWAY_TABLE}", lambda: self._gateway_table(want))
         if self.was_gateway and not want.on_gateway:
-            self._cable_cleanup()
+            step("cable clean-up", self._cable_cleanup)
         self.was_gateway = want.on_gateway
         self.last = want
+        if errors:
+            raise ReconcileError("; ".join(errors))
         return want
+
+    def _rules(self, want: Desired) -> None:
+        if self.pf.apply(want.ruleset):
+            self.changes += 1
+
+    def _main_routes(self, want: Desired) -> None:
+        self.changes += _reconcile_routes(self.nl, want.main_routes, MAIN_TABLE, _owned_main)
 
     # -- steps -------------------------------------------------------------------------------------------
     def _ipsets(self, want: Desired) -> None:
