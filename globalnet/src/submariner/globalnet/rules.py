@@ -9,6 +9,7 @@ Argument order follows upstream's renderer: proto, -s, -d, mark match, set match
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -71,7 +72,8 @@ class GlobalnetState:
 
 
 def _ip_key(ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip.split("/")[0].split("-")[0]))
+    """Sort key of an address (or the first of a range); inet_aton: sorting 20,000 of them is on every apply."""
+    return int.from_bytes(socket.inet_aton(ip.split("/")[0].split("-")[0]), "big")
 
 
 def _net_key(cidr: str) -> tuple[int, int]:
