@@ -4,12 +4,17 @@ walkthrough's kind clusters (nodes with kind's labels, kube-system/coredns with 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from subctl_harness import Env, Result, seed_kind_like
+
+_LAB_TESTS = str(Path(__file__).resolve().parent.parent / "lab")  # labharness, for the root lab test
+if _LAB_TESTS not in sys.path:
+    sys.path.insert(0, _LAB_TESTS)
 
 
 @pytest.fixture
