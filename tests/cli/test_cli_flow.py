@@ -310,3 +310,37 @@ def test_globalnet_walkthrough_section_4(env3: Env, subctl: Run) -> None:
     assert "        Global CIDR:     120.2.0.0/24\n" in r.out
     r = subctl("show", "brokers", "--context", "test-broker", "-o", "json")
     assert json.loads(r.out)[0]["brokers"][0]["globalnetCIDR"] == "120.0.0.0/8"
+
+
+def test_discovery_only_broker(env3: Env, subctl: Run) -> None:
+    r = subctl("--context", "test-broker", "deploy-broker", "--components", "service-discovery", cwd=env3.workdir,
+               kubeconfig=env3.kubeconfig)
+    assert r.code == 0, r.err
+    info = brokerinfo.read_file(env3.workdir / "broker-info.subm")
+    assert info.components == ["service-discovery"] and info.service_discovery and not info.connectivity_enabled
+    r = subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "c1", cwd=env3.workdir)
+    assert r.code == 0, r.err
+    assert " • Deploying service discovery only  ...\n" in r.err
+    assert r.err.endswith(" ✓ Service discovery is up and running\n")
+    assert "Labeling" not in r.err and "Retrieving the gateway nodes" not in r.err
+    c1 = env3.kube("c1")
+    assert c1.resource(DAEMON_SETS).list("submariner-operator")[0] == []
+    assert "submariner.io/gateway" not in c1.resource(NODES).get("", "c1-worker")["metadata"]["labels"]
+    r = subctl("show", "connections", "--context", "test-c1")
+    assert (r.code, r.err) == (0, " ⚠ Submariner connectivity feature is not installed\n")
+
+
+def test_cli_conventions(subctl: Run) -> None:
+    assert subctl("version").out == "subctl version: v0.19.0\n"
+    assert subctl("--version").out == "subctl version v0.19.0\n"
+    r = subctl("version", "extra")
+    assert r.code == 1 and r.err.startswith("Error: this command doesn't support any arguments\nUsage: ")
+    r = subctl("join", "--nattport", "x")
+    assert r.code == 1 and r.err.startswith("Error: Invalid value for '--nattport'")
+    r = subctl("help", "show", "connections")
+    assert r.code == 0 and "Show cluster connectivity information" in r.out
+    r = subctl("verify", "--context", "a")
+    assert r.code == 1 and r.err.startswith(
+        "This command requires two kube contexts corresponding to the two clusters to verify.\n")
+    r = subctl("verify", "--context", "a", "--tocontext", "b", "--only", "nope")
+    assert r.code == 1 and ' ✗ Unknown verification "nope"\n' in r.err
