@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,13 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
         proc = subprocess.Popen(
             [str(BIN / "submariner-globalnet"), "--kubeconfig", str(api_server.kubeconfig), "--context",
              api_server.context, "--netns", netns, "--cni-ip", "10.7.0.1", "--lease-timings", "3,2,0.2",
-             "--cluster-cr-attempts", "1"], env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+             "--cluster-cr-attempts", "1", "--metrics-port", "0"],
+            env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None
-        assert "submariner-globalnet running" in proc.stdout.readline(), log_path.read_text()[-2000:]
+        running = proc.stdout.readline()
+        assert "submariner-globalnet running" in running, log_path.read_text()[-2000:]
+        metrics_url = f"http://127.0.0.1:{running.rsplit('metrics_port=', 1)[1].strip()}/metrics"
         giips = cluster.resource(submariner.GLOBAL_INGRESS_IPS)
         pod_ip = eventually(lambda: giips.get("sample", "pod-whereami-0")["status"]["allocatedIP"],
                             what="headless pod global IP")
@@ -125,6 +129,12 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
         assert Path("/proc/sys/net/ipv4/tcp_mtu_probing").read_text().strip() == root_probing
         lease = cluster.resource(LEASES).get(NS, LEASE_NAME)
         assert lease["spec"]["holderIdentity"] == "g2-worker-submariner-gateway"
+        # 8 cluster egress + 2 ingress + 1 health IP of the /24's 254
+        text = eventually(lambda: (t := urllib.request.urlopen(metrics_url, timeout=5).read().decode())
+                          and 'submariner_global_IP_allocated{cidr="120.2.0.0/24"} 11.0' in t and t,
+                          what="pool metrics")
+        assert 'submariner_global_IP_availability{cidr="120.2.0.0/24"} 243.0' in text
+        assert "submariner_globalnet_leader 1.0" in text
         gw_ip = eventually(lambda: cluster.resource(submariner.GATEWAYS).get(NS, "g2-worker")["metadata"][
             "annotations"]["submariner.io/globalIp"], what="gateway health IP")
         assert {gw_ip, pod_ip, cs_ip} == {"120.2.0.254", "120.2.0.253", "120.2.0.252"}  # Allocate(1): highest free

@@ -21,6 +21,7 @@ from submariner.dataplane.packetfilter.ipset import KernelIPSets
 from submariner.globalnet.config import Config, ConfigError, with_cluster_cr
 from submariner.globalnet.daemon import Globalnet, uninstall
 from submariner.globalnet.health import cni_ip_from
+from submariner.globalnet.metrics import Metrics
 
 log = logging.getLogger("submariner.globalnet")
 
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="reads of the Cluster CR before falling back to the environment (3 s apart)")
     p.add_argument("--lease-timings", default="",
                    help="lease duration,renew deadline,retry period in seconds (default 20,15,2)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus /metrics port (default SUBMARINER_METRICSPORT or 32781; 0 = any free port, "
+                        "-1 = off)")
     p.add_argument("--log-level", default=os.environ.get("SUBMARINER_LOGLEVEL", "INFO"))
     return p
 
@@ -88,14 +92,18 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cni_ip = args.cni_ip or _discover_cni_ip(config, args.netns)
-    daemon = Globalnet(config, cluster, pf, ipsets, cni_ip=cni_ip,
-                       set_sysctl=_set_sysctl(args.netns))
+    metrics = Metrics()
+    port = config.metrics_port if args.metrics_port is None else args.metrics_port
+    metrics_port = metrics.serve(port) if port >= 0 else None
+    daemon = Globalnet(config, cluster, pf, ipsets, cni_ip=cni_ip, set_sysctl=_set_sysctl(args.netns),
+                       metrics=metrics)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     daemon.start()
     print(f"submariner-globalnet running cluster={config.cluster_id} node={config.node_name} "
-          f"global_cidr={','.join(config.global_cidrs)} cni_ip={cni_ip or '-'}", flush=True)
+          f"global_cidr={','.join(config.global_cidrs)} cni_ip={cni_ip or '-'} metrics_port={metrics_port or '-'}",
+          flush=True)
     stop.wait()
     daemon.stop()
     print("submariner-globalnet stopped", flush=True)

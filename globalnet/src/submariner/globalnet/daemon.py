@@ -29,6 +29,7 @@ from submariner.globalnet import rules
 from submariner.globalnet.config import Config
 from submariner.globalnet.engine import Engine
 from submariner.globalnet.leader import LeaderElector
+from submariner.globalnet.metrics import Metrics
 from submariner.globalnet.names import IPSET_PREFIX, LEASE_NAME, lease_identity
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,15 @@ def is_local_gateway(endpoints: list[Obj], cluster_id: str, node_name: str) -> b
 
 class Globalnet:
     def __init__(self, config: Config, cluster: ClientFactory, pf: PacketFilter, ipsets: IPSets, *,
-                 cni_ip: str | None = None, set_sysctl: Callable[[str, str], None] | None = None) -> None:
+                 cni_ip: str | None = None, set_sysctl: Callable[[str, str], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.cluster = cluster
         self.pf = pf
         self.ipsets = ipsets
         self.cni_ip = cni_ip
         self._set_sysctl = set_sysctl
+        self.metrics = metrics
         self._pf_lock = threading.Lock()
         self._lock = threading.RLock()
         self._engine_lock = threading.Lock()
@@ -152,7 +155,9 @@ class Globalnet:
 
     def _lead(self) -> None:
         engine = Engine(self.config, self.cluster, self.ipsets, self.apply, remote_subnets=self.remote,
-                        cni_ip=self.cni_ip)
+                        cni_ip=self.cni_ip, metrics=self.metrics)
+        if self.metrics is not None:
+            self.metrics.leader.set(1)
         with self._engine_lock:
             self.engine = engine
         engine.start()
@@ -162,6 +167,8 @@ class Globalnet:
             engine, self.engine = self.engine, None
         if engine is not None:
             engine.stop()
+        if self.metrics is not None:
+            self.metrics.leader.set(0)
 
 
 def uninstall(config: Config, cluster: ClientFactory, pf: PacketFilter, ipsets: IPSets) -> None:

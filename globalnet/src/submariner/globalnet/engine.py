@@ -37,6 +37,7 @@ from submariner.globalnet.egress import ClusterEgress, NamespaceEgress
 from submariner.globalnet.health import GatewayHealth
 from submariner.globalnet.ingress import Ingress
 from submariner.globalnet.ipam import IPPool
+from submariner.globalnet.metrics import Metrics
 from submariner.globalnet.names import CLUSTER_EGRESS_NAME, IPSET_PREFIX, egress_ipset_name
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class Engine:
     """Controllers + worker; `apply` is the (locked) packet-filter apply the daemon shares with us."""
 
     def __init__(self, config: Config, cluster: ClientFactory, ipsets: IPSets, apply: Callable[[Ruleset], bool],
-                 *, remote_subnets: tuple[str, ...] = (), cni_ip: str | None = None, batch_limit: int = 20_000) -> None:
+                 *, remote_subnets: tuple[str, ...] = (), cni_ip: str | None = None, batch_limit: int = 20_000,
+                 metrics: Metrics | None = None) -> None:
         if not config.global_cidrs:
             raise ValueError("Globalnet needs a GlobalCIDR: set SUBMARINER_GLOBALCIDR or the Cluster CR's global_cidr")
         self.config = config
@@ -59,6 +61,7 @@ class Engine:
         self.ctx = Context(config, cluster, self.pool, ipsets)
         self.ctx.state.remote_subnets = tuple(remote_subnets)
         self._apply = apply
+        self.metrics = metrics
         self._batch_limit = batch_limit
         self.cluster_egress = ClusterEgress(self.ctx)
         self.egress = NamespaceEgress(self.ctx)
@@ -226,6 +229,8 @@ class Engine:
         pending, self.ctx.after_apply = self.ctx.after_apply, []
         for key, fn in pending:
             self._handle(key, lambda f=fn: f(ok))  # type: ignore[misc]
+        if self.metrics is not None:
+            self.metrics.observe_pool(self.pool)
 
     def _program(self) -> bool:
         if self._applied_version == self.ctx.version:
