@@ -46,6 +46,25 @@ while True:
     s.sendto(addr[0].encode(), addr)
 """
 
+MSS_SERVER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5556))
+s.listen()
+print("ready", flush=True)
+while True:
+    conn, _ = s.accept()
+    conn.sendall(str(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)).encode())
+    conn.close()
+"""
+
+MSS_CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], 5556), timeout=5) as s:
+    print(s.recv(64).decode())
+"""
+
 ECHO_CLIENT = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -119,6 +138,16 @@ class TwoClusters:
                                   stdout=subprocess.PIPE, text=True)
         self.procs.append(server)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        mss = subprocess.Popen(["ip", "netns", "exec", self.ns("c2", "wkpod"), sys.executable, "-c", MSS_SERVER],
+                               stdout=subprocess.PIPE, text=True)
+        self.procs.append(mss)
+        assert mss.stdout is not None and mss.stdout.readline().strip() == "ready"
+
+    def mss_seen_by_c2_pod(self, from_ns: str) -> int:
+        """The MSS the c2 pod's TCP stack uses towards us: what our SYN advertised after any rewriting."""
+        out = subprocess.run(["ip", "netns", "exec", from_ns, sys.executable, "-c", MSS_CLIENT, "10.2.1.5"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return int(out.strip())
 
     def seen_by_c2_pod(self, from_ns: str, tries: int = 10) -> str | None:
         result = subprocess.run(["ip", "netns", "exec", from_ns, sys.executable, "-c", ECHO_CLIENT, "10.2.1.5",
@@ -191,6 +220,15 @@ def test_pod_to_pod_across_clusters_over_the_vxlan_cable(clusters: TwoClusters) 
         for reconciler, nodes in agents:
             reconciler.reconcile(endpoints, nodes)
             assert reconciler.changes == 0
+
+        # TCP MSS (§3.5): clamped to the path MTU by default (vx-submariner's 1450 → 1410, less TCP options),
+        # forced by the node annotation once set
+        assert clusters.mss_seen_by_c2_pod(clusters.ns("c1", "wkpod")) <= 1410
+        c1_worker, c1_nodes = agents[1]
+        annotated = [dict(n, metadata={**n["metadata"], "annotations": {"submariner.io/tcp-clamp-mss": "1200"}})
+                     if n["metadata"]["name"] == "c1-wk" else n for n in c1_nodes]
+        c1_worker.reconcile(endpoints, annotated)
+        assert 1100 < clusters.mss_seen_by_c2_pod(clusters.ns("c1", "wkpod")) <= 1200
     finally:
         for nl in opened:
             nl.close()
