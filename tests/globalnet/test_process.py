@@ -114,6 +114,13 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
         assert len({pod_ip, cs_ip}) == 2 and {pod_ip, cs_ip} <= {"120.2.0.254", "120.2.0.253", "120.2.0.252"}
         internal = services.get("sample", internal_service_name("whereami-cs"))
         assert internal["spec"]["externalIPs"] == [cs_ip]
+        assert internal["metadata"]["finalizers"] == ["submariner.io/globalnet-internal-service"]
+        # deleted behind Globalnet's back (the finalizer holds it): it is let go and recreated
+        services.delete("sample", internal_service_name("whereami-cs"))
+        eventually(lambda: services.get("sample", internal_service_name("whereami-cs"))["metadata"]["uid"]
+                   != internal["metadata"]["uid"], what="internal Service recreated")
+        again = services.get("sample", internal_service_name("whereami-cs"))
+        assert again["spec"]["externalIPs"] == [cs_ip] and not again["metadata"].get("deletionTimestamp")
         lines = eventually(lambda: (x := _nat(netns)) and any(f"-d {pod_ip}/32" in line for line in x) and x,
                            what="ingress rules in the netns")
         assert ("-A SM-GN-EGRESS-CLUSTER -s 10.7.0.0/16 -m mark --mark 0xc0000/0xc0000 -j SNAT "

@@ -276,6 +276,9 @@ class Ingress:
         alloc = self.ctx.owned[key]
         alloc.detail["internal"] = internal_service_name(service)
         want = internal_service(svc, ip)
+        current = self.ctx.get(SERVICES, key[1], alloc.detail["internal"])
+        if current is not None and _meta(current).get("deletionTimestamp"):
+            raise Retry("the internal Service is being deleted; recreating it once it is gone")
         try:
             create_or_update(self.services, want, mutate=lambda existing: _merge_internal(existing, want))
         except KubeError as e:
@@ -364,6 +367,10 @@ class Ingress:
         giip = self.ctx.get(GLOBAL_INGRESS_IPS, namespace, str(ref))
         if deleting(giip) or (giip or {}).get("spec", {}).get("target") != TARGET_CLUSTER_IP_SERVICE:
             self.delete_internal(namespace, name)
+        elif _meta(svc).get("deletionTimestamp"):
+            # deleted behind Globalnet's back: let it go, and recreate it for the still-exported Service
+            self.delete_internal(namespace, name)
+            self.ctx.queue.add_after((GIIP, namespace, str(ref)), 0.2)
 
 
 def _merge_internal(existing: Obj, want: Obj) -> Obj:
