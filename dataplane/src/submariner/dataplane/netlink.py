@@ -110,10 +110,6 @@ def sysctl_path(key: str) -> Path:
     return Path("/proc/sys", *key.split("."))
 
 
-def _attr(msg: Any, name: str) -> Any:
-    return msg.get_attr(name)
-
-
 class KernelNetlink:
     """pyroute2 IPRoute in this process's network namespace, or in the named one (`netns`, must exist)."""
 

@@ -80,6 +80,16 @@ _PROTO_NUMBERS = {"1": "icmp", "6": "tcp", "17": "udp", "132": "sctp"}
 # Options that imply `-m <proto>` after `-p <proto>` when no module was named.
 _IMPLICIT_PROTO_MODULES = ("tcp", "udp", "icmp", "sctp", "udplite")
 _FLAG_LIST_OPTIONS = ("--ctstate", "--state")
+# iptables lists ICMP types and well-known ports by number
+_ICMP_TYPES = {
+    "echo-reply": "0", "destination-unreachable": "3", "network-unreachable": "3/0", "host-unreachable": "3/1",
+    "protocol-unreachable": "3/2", "port-unreachable": "3/3", "fragmentation-needed": "3/4",
+    "source-quench": "4", "redirect": "5", "echo-request": "8", "router-advertisement": "9",
+    "router-solicitation": "10", "time-exceeded": "11", "ttl-zero-during-transit": "11/0",
+    "ttl-zero-during-reassembly": "11/1", "parameter-problem": "12", "timestamp-request": "13",
+    "timestamp-reply": "14", "address-mask-request": "17", "address-mask-reply": "18",
+}
+_SERVICES = {"ssh": "22", "domain": "53", "http": "80", "https": "443", "bgp": "179", "ipsec-nat-t": "4500"}
 _U32 = 0xFFFFFFFF
 
 
@@ -115,6 +125,10 @@ def _normal_value(option: str, values: list[str]) -> list[str]:
         return [",".join(sorted(v.upper() for v in values[0].split(",")))]
     if option == "--mark" and len(values) == 1:
         return [_hex_pair(*_mark(values[0]))]
+    if option == "--icmp-type" and len(values) == 1:
+        return [_ICMP_TYPES.get(values[0].lower(), values[0])]
+    if option in ("--dport", "--sport") and len(values) == 1:
+        return [":".join(_SERVICES.get(p, p) for p in values[0].split(":"))]
     return [v.lower() if v.lower().startswith("0x") else v for v in values]
 
 
@@ -255,6 +269,8 @@ def canonical(args: Sequence[str]) -> tuple[str, ...]:
             continue  # `-p udp -m udp` with no udp option means the same as `-p udp`
         body: list[list[str]] = []
         for opt in opts:
+            if opt.option == "--syn":  # listed as the flags it stands for
+                opt = _Item("--tcp-flags", ["FIN,SYN,RST,ACK", "SYN"], opt.negated)
             body.append(_Item(opt.option, _normal_value(opt.option, opt.values), opt.negated).tokens())
         body.sort(key=lambda t: [x for x in t if x != "!"] + (["!"] if "!" in t else []))
         rendered_modules.append(["-m", name, *[t for b in body for t in b]])
