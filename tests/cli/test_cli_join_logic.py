@@ -83,3 +83,16 @@ def test_connection_state() -> None:
     assert join.connection_state([gw("active", [("c2", "connected")])], {"c2"}) == (True, "")
     assert join.connection_state([gw("active", [], "cable driver failed")], set())[1] == \
         "the gateway reports: cable driver failed"
+
+
+def test_netperf_csv_becomes_header_value_lines() -> None:
+    from submariner.cli.benchmark import format_latency
+
+    out = ("MIGRATED TCP REQUEST/RESPONSE TEST from 0.0.0.0 () port 0 AF_INET to 10.9.1.8 () port 0 AF_INET\n"
+           "Minimum Latency Microseconds,Mean Latency Microseconds,Maximum Latency Microseconds,"
+           "Stddev Latency Microseconds,Transaction Rate Tran/s\n50,78.79,1702,17.54,12599.844\n")
+    assert format_latency(out) == ("Minimum Latency Microseconds:\t50\nMean Latency Microseconds:\t78.79\n"
+                                   "Maximum Latency Microseconds:\t1702\nStddev Latency Microseconds:\t17.54\n"
+                                   "Transaction Rate Tran/s:\t12599.844")
+    with pytest.raises(CliError):
+        format_latency("netperf: cannot connect\n")

@@ -9,7 +9,18 @@ from typing import Any
 
 import click
 
-from submariner.cli import VERSION, deploy_broker, diagnose, export, join, recover, show, uninstall, verify
+from submariner.cli import (
+    VERSION,
+    benchmark,
+    deploy_broker,
+    diagnose,
+    export,
+    join,
+    recover,
+    show,
+    uninstall,
+    verify,
+)
 from submariner.cli.options import add_kube_options, kube_flags_from, parse_bool
 
 
@@ -58,6 +69,7 @@ cli.add_command(uninstall.command)
 cli.add_command(diagnose.diagnose_group)
 cli.add_command(recover.command)
 cli.add_command(verify.command)
+cli.add_command(benchmark.benchmark_group)
 
 
 @cli.command("completion")

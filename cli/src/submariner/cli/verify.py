@@ -25,6 +25,7 @@ from submariner.cli import manifests as m
 from submariner.cli.errors import CliError, exit_on_error
 from submariner.cli.kubeconf import KubeFlags, connect, resolve
 from submariner.cli.options import split_list
+from submariner.cli.podexec import exec_in_pod
 from submariner.cli.reporter import Reporter
 from submariner.cli.resources import (
     DEPLOYMENTS,
@@ -136,23 +137,7 @@ class Verifier:
     # -- running commands in the client ---------------------------------------------------------------
 
     def exec_client(self, command: list[str]) -> tuple[int, str]:
-        from kubernetes.client import CoreV1Api
-        from kubernetes.stream import stream
-
-        api = CoreV1Api(self.a.api_client)
-        resp = stream(api.connect_get_namespaced_pod_exec, "verify-client", self.namespace, command=command,
-                      stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
-        out: list[str] = []
-        deadline = time.monotonic() + self.connection_timeout + 10
-        while resp.is_open() and time.monotonic() < deadline:
-            resp.update(timeout=1)
-            if resp.peek_stdout():
-                out.append(resp.read_stdout())
-            if resp.peek_stderr():
-                out.append(resp.read_stderr())
-        resp.close()
-        code = resp.returncode
-        return (code if code is not None else 1), "".join(out)
+        return exec_in_pod(self.a, self.namespace, "verify-client", command, self.connection_timeout + 10)
 
     def attempt(self, what: str, command: list[str], check: Callable[[str], bool] = lambda _: True) -> str:
         last = ""
