@@ -27,8 +27,6 @@ from submariner.cli.resources import NAMESPACES, PODS, SUBMARINERS
 
 TOOL_IMAGE = "cr7258/nettool:v1"
 IPERF_PORT = 5201
-LATENCY_FIELDS = ("Minimum Latency Microseconds", "Mean Latency Microseconds", "Maximum Latency Microseconds",
-                  "Stddev Latency Microseconds", "Transaction Rate Tran/s")
 
 
 def _placement(gateway: bool) -> Obj:
