@@ -1,5 +1,6 @@
 """Two clusters in real network namespaces, joined by the gateway's VXLAN cable driver, with the route agent
-on every node: a pod on c1's worker talks to a pod on c2's worker and each side sees the other's pod IP.
+on every node: a pod on c1's worker talks to a pod on c2's worker and each side sees the other's pod IP; then
+c1's gateway fails over to its worker and the route agents re-point everything.
 
     c1 worker pod 10.1.1.5 → c1-wk ─vx-submariner→ c1-gw ─table 100 / vxlan-tunnel→ c2-gw → c2-wk → pod 10.2.1.5
 
@@ -174,12 +175,12 @@ def clusters() -> Iterator[TwoClusters]:
         lab.cleanup()
 
 
-def local_endpoint(cid: str) -> dict[str, Any]:
+def local_endpoint(cid: str, role: str = "gw", created: str = "2024-01-01T00:00:00Z") -> dict[str, Any]:
     c = CLUSTERS[cid]
-    ip = c["nodes"]["gw"][0]  # type: ignore[index]
+    ip = c["nodes"][role][0]  # type: ignore[index]
     name = f"submariner-cable-{cid}-{ip.replace('.', '-')}"
-    return {"metadata": {"name": f"{cid}-{name}", "creationTimestamp": "2024-01-01T00:00:00Z"},
-            "spec": {"cluster_id": cid, "cable_name": name, "hostname": f"{cid}-gw", "private_ip": ip,
+    return {"metadata": {"name": f"{cid}-{name}", "creationTimestamp": created},
+            "spec": {"cluster_id": cid, "cable_name": name, "hostname": f"{cid}-{role}", "private_ip": ip,
                      "public_ip": "", "nat_enabled": False, "subnets": [c["services"], c["pods"]],
                      "backend": "vxlan", "backend_config": {"udp-port": "4500"}}}
 
@@ -189,6 +190,7 @@ def test_pod_to_pod_across_clusters_over_the_vxlan_cable(clusters: TwoClusters) 
     opened: list[KernelNetlink] = []
     try:
         agents = []
+        drivers: dict[str, VxlanDriver] = {}
         for cid, c in CLUSTERS.items():
             nodes = [{"metadata": {"name": f"{cid}-{role}"},
                       "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
@@ -210,6 +212,7 @@ def test_pod_to_pod_across_clusters_over_the_vxlan_cable(clusters: TwoClusters) 
             driver.init()
             remote = next(e for e in endpoints if e["spec"]["cluster_id"] != cid)
             driver.connect_to_endpoint(NATEndpointInfo(remote, remote["spec"]["private_ip"], False))
+            drivers[cid] = driver
 
         assert clusters.seen_by_c2_pod(clusters.ns("c1", "wkpod"), tries=2) is None  # no route agents yet
         for reconciler, nodes in agents:
@@ -229,6 +232,26 @@ def test_pod_to_pod_across_clusters_over_the_vxlan_cable(clusters: TwoClusters) 
                      if n["metadata"]["name"] == "c1-wk" else n for n in c1_nodes]
         c1_worker.reconcile(endpoints, annotated)
         assert 1100 < clusters.mss_seen_by_c2_pod(clusters.ns("c1", "wkpod")) <= 1200
+
+        # failover: c1's gateway moves to c1-wk; the old gateway pod went passive without cleaning up
+        moved = local_endpoint("c1", "wk", created="2024-01-02T00:00:00Z")
+        wk_nl = KernelNetlink(clusters.ns("c1", "wk"))
+        opened.append(wk_nl)
+        new_driver = VxlanDriver(DriverContext(local=moved["spec"], cluster_cidrs=["10.1.0.0/16"], cni_ip="10.1.1.1",
+                                               mtu=1500), wk_nl)
+        new_driver.init()
+        new_driver.connect_to_endpoint(NATEndpointInfo(endpoints[1], endpoints[1]["spec"]["private_ip"], False))
+        drivers["c2"].disconnect_from_endpoint(endpoints[0])
+        drivers["c2"].connect_to_endpoint(NATEndpointInfo(moved, moved["spec"]["private_ip"], False))
+        after = [endpoints[0], moved, endpoints[1]]  # the stale c1 Endpoint lingers; the newest wins
+        for reconciler, nodes in agents:
+            reconciler.reconcile(after, nodes)
+        assert clusters.seen_by_c2_pod(clusters.ns("c1", "gwpod")) == "10.1.0.5"  # now via vx-submariner
+        assert clusters.seen_by_c2_pod(clusters.ns("c1", "wkpod")) == "10.1.1.5"  # now the gateway's own pod
+        old_gw = clusters.ns("c1", "gw")
+        assert "vxlan-tunnel" not in in_ns(old_gw, "ip", "link")  # the route agent cleaned the cable driver's
+        assert "lookup 100" not in in_ns(old_gw, "ip", "rule")  # leftovers when the node stopped being gateway
+        assert "via 240.168.60.11 dev vx-submariner" in in_ns(old_gw, "ip", "route", "show", "10.2.0.0/16")
     finally:
         for nl in opened:
             nl.close()
