@@ -49,7 +49,8 @@ def test_every_member_object_is_schema_valid(variant: str) -> None:
             "submariner-gateway": "localhost/gw:dev"}),
         "discovery-only": settings(connectivity=False, custom_domains=("example.org",)),
         "custom": settings(coredns_custom=True, coredns_configmap="custom", coredns_namespace="dns",
-                           broker_insecure=True, air_gapped=True, preferred_server=True),
+                           broker_insecure=True, air_gapped=True, preferred_server=True,
+                           proxy={"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "10.0.0.0/8"}),
     }[variant]
     objs = m.member_objects(s)
     for obj in objs:
@@ -60,6 +61,11 @@ def test_every_member_object_is_schema_valid(variant: str) -> None:
     assert ("DaemonSet" in kinds) == s.connectivity
     names = {o["metadata"]["name"] for o in objs if o["kind"] in ("DaemonSet", "Deployment")}
     assert (m.GLOBALNET in names) == s.globalnet
+    for o in objs:
+        if o["kind"] in ("DaemonSet", "Deployment"):
+            env = {e["name"] for e in o["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert ({"HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"} <= env) == bool(s.proxy)
+            assert "HTTPS_PROXY" not in env
 
 
 def test_broker_objects_are_schema_valid() -> None:

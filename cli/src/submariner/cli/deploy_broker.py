@@ -181,11 +181,14 @@ def run(kube_flags: KubeFlags, *, settings: m.BrokerSettings, psk_from: str, bro
 @click.option("--clusterset-ip-cidr-range", default=DEFAULT_CLUSTERSET_IP_RANGE, show_default=True,
               help="supernet for per-cluster clusterset-IP CIDRs")
 @click.option("-n", "--namespace", default=BROKER_NAMESPACE, show_default=True, help="broker namespace")
+@click.option("--http-proxy", default="", help="accepted for compatibility (no operator runs on the broker)")
+@click.option("--https-proxy", default="", help="accepted for compatibility (no operator runs on the broker)")
+@click.option("--no-proxy", default="", help="accepted for compatibility (no operator runs on the broker)")
 @kube_options
 def command(kube: KubeFlags, globalnet: bool, globalnet_cidr_range: str, globalnet_cluster_size: int,
             ipsec_psk_from: str, custom_domains: tuple[str, ...], components: tuple[str, ...], repository: str,
             image_version: str, operator_debug: bool, broker_url: str, enable_clusterset_ip: bool,
-            clusterset_ip_cidr_range: str, namespace: str) -> None:
+            clusterset_ip_cidr_range: str, namespace: str, http_proxy: str, https_proxy: str, no_proxy: str) -> None:
     """Deploys the broker"""
     reporter = Reporter()
     try:

@@ -86,6 +86,7 @@ class JoinOptions:
     image_overrides: dict[str, str] = field(default_factory=dict)
     wait: bool = False
     wait_timeout: float = 300.0
+    proxy: dict[str, str] = field(default_factory=dict)
 
 
 # --- pure decisions ------------------------------------------------------------------------------------
@@ -427,7 +428,7 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
         version=opts.version, image_overrides=dict(opts.image_overrides),
         connectivity=info.connectivity_enabled, service_discovery=info.service_discovery_enabled,
         custom_domains=tuple(custom_domains), coredns_namespace=coredns[0], coredns_configmap=coredns[1],
-        coredns_custom=bool(opts.coredns_custom_configmap),
+        coredns_custom=bool(opts.coredns_custom_configmap), proxy=dict(opts.proxy),
     )
     return Plan(settings=settings, broker=broker, broker_ns=broker_ns, info=info, local=local,
                 gateway_to_label=gateway_to_label, globalnet=globalnet_plan, clusterset=clusterset_plan,
@@ -727,6 +728,9 @@ def _flag(name: str, default: bool, help_text: str) -> Callable[[Any], Any]:
 @_flag("enable-clusterset-ip", False, "clusterset VIPs by default for exports here")
 @click.option("--clusterset-ip-cidr", default="", help="explicit clusterset-IP CIDR")
 @click.option("--image-override", multiple=True, help="<component>=<image> (repeatable)")
+@click.option("--http-proxy", default="", help="HTTP proxy for the components (HTTP_PROXY)")
+@click.option("--https-proxy", default="", help="HTTPS proxy for the components (HTTPS_PROXY)")
+@click.option("--no-proxy", default="", help="hosts the components reach directly (NO_PROXY)")
 @_flag("wait", False, "wait until the gateway reports its connections up (bounded by --wait-timeout)")
 @click.option("--wait-timeout", type=float, default=300.0, show_default=True, help="seconds --wait waits")
 @kube_options
@@ -752,6 +756,7 @@ def command(kube: KubeFlags, broker_info: str | None, **kw: Any) -> None:
             enable_clusterset_ip=kw["enable_clusterset_ip"], clusterset_ip_cidr=kw["clusterset_ip_cidr"],
             image_overrides=parse_image_overrides(kw["image_override"]), wait=kw["wait"],
             wait_timeout=kw["wait_timeout"],
+            proxy={"HTTP_PROXY": kw["http_proxy"], "HTTPS_PROXY": kw["https_proxy"], "NO_PROXY": kw["no_proxy"]},
         )
         run(kube, opts, reporter)
     except cidr.CIDRError as e:

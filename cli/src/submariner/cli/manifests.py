@@ -263,6 +263,8 @@ class JoinSettings:
     coredns_namespace: str = "kube-system"
     coredns_custom: bool = False
     lighthouse_coredns_replicas: int = 2
+    proxy: Mapping[str, str] = field(default_factory=dict)
+    """HTTP_PROXY / HTTPS_PROXY / NO_PROXY for every component (join's proxy flags)."""
 
     @property
     def globalnet(self) -> bool:
@@ -386,6 +388,15 @@ def _labels(component: str) -> dict[str, str]:
     return {"app": component, "component": component.removeprefix("submariner-")}
 
 
+def proxy_env(proxy: Mapping[str, str]) -> list[Obj]:
+    """Each proxy variable in both spellings, as tools differ in which one they read."""
+    out: list[Obj] = []
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        if proxy.get(key):
+            out += [_env(key, proxy[key]), _env(key.lower(), proxy[key])]
+    return out
+
+
 def _container(name: str, image: str, env: list[Obj], *, privileged: bool = False,
                args: list[str] | None = None, ports: list[Obj] | None = None,
                mounts: list[Obj] | None = None) -> Obj:
@@ -450,27 +461,29 @@ def deployment(name: str, ns: str, replicas: int, pod_spec: Obj) -> Obj:
 def gateway_daemon_set(s: JoinSettings) -> Obj:
     ports = [{"name": "cable-encaps", "containerPort": s.natt_port, "hostPort": s.natt_port, "protocol": "UDP"},
              {"name": "natt-discovery", "containerPort": 4490, "hostPort": 4490, "protocol": "UDP"}]
-    container = _container(GATEWAY, s.image(GATEWAY), gateway_env(s), privileged=True, ports=ports)
+    container = _container(GATEWAY, s.image(GATEWAY), gateway_env(s) + proxy_env(s.proxy), privileged=True,
+                           ports=ports)
     spec = _pod_spec(GATEWAY, container, host_network=True, node_selector={GATEWAY_LABEL: "true"},
                      tolerate_all=True, grace=1)
     return daemon_set(GATEWAY, s.namespace, spec)
 
 
 def route_agent_daemon_set(s: JoinSettings) -> Obj:
-    container = _container(ROUTE_AGENT, s.image(ROUTE_AGENT), route_agent_env(s), privileged=True)
+    container = _container(ROUTE_AGENT, s.image(ROUTE_AGENT), route_agent_env(s) + proxy_env(s.proxy),
+                           privileged=True)
     spec = _pod_spec(ROUTE_AGENT, container, host_network=True, tolerate_all=True, grace=1)
     return daemon_set(ROUTE_AGENT, s.namespace, spec)
 
 
 def globalnet_daemon_set(s: JoinSettings) -> Obj:
-    container = _container(GLOBALNET, s.image(GLOBALNET), globalnet_env(s), privileged=True)
+    container = _container(GLOBALNET, s.image(GLOBALNET), globalnet_env(s) + proxy_env(s.proxy), privileged=True)
     spec = _pod_spec(GLOBALNET, container, host_network=True, node_selector={GATEWAY_LABEL: "true"},
                      tolerate_all=True, grace=2)
     return daemon_set(GLOBALNET, s.namespace, spec)
 
 
 def lighthouse_agent_deployment(s: JoinSettings) -> Obj:
-    container = _container(LIGHTHOUSE_AGENT, s.image(LIGHTHOUSE_AGENT), lighthouse_agent_env(s))
+    container = _container(LIGHTHOUSE_AGENT, s.image(LIGHTHOUSE_AGENT), lighthouse_agent_env(s) + proxy_env(s.proxy))
     return deployment(LIGHTHOUSE_AGENT, s.namespace, 1, _pod_spec(LIGHTHOUSE_AGENT, container))
 
 
@@ -486,7 +499,7 @@ def lighthouse_coredns_objects(s: JoinSettings) -> list[Obj]:
                       "data": {"Corefile": lighthouse_corefile(s)}}
     ports = [{"name": "udp", "containerPort": 53, "protocol": "UDP"},
              {"name": "tcp", "containerPort": 53, "protocol": "TCP"}]
-    env = [_env("SUBMARINER_CLUSTERID", s.cluster_id), _env("SUBMARINER_NAMESPACE", ns)]
+    env = [_env("SUBMARINER_CLUSTERID", s.cluster_id), _env("SUBMARINER_NAMESPACE", ns), *proxy_env(s.proxy)]
     container = _container(LIGHTHOUSE_COREDNS, s.image(LIGHTHOUSE_COREDNS), env,
                            args=["-conf", "/etc/coredns/Corefile"], ports=ports,
                            mounts=[{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": True}])
