@@ -374,6 +374,11 @@ def test_restart_reserves_recorded_ips_and_writes_nothing() -> None:
     first = Harness(cluster).start()
     _populate(first)
     first.settle()
+    # holes in the pool: a fresh allocation in another order would now give other IPs
+    create_pod(cluster, pod("sample", "w-9", "10.1.2.99", {"app": "w"}))
+    first.settle()
+    cluster.resource(PODS).delete("sample", "w-1")
+    first.settle()
     before = _recorded(cluster)
     allocated = first.engine.pool.allocated()
     first.stop()
