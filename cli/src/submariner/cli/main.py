@@ -15,6 +15,7 @@ from submariner.cli import (
     deploy_broker,
     diagnose,
     export,
+    gather,
     join,
     recover,
     show,
@@ -70,6 +71,7 @@ cli.add_command(diagnose.diagnose_group)
 cli.add_command(recover.command)
 cli.add_command(verify.command)
 cli.add_command(benchmark.benchmark_group)
+cli.add_command(gather.command)
 
 
 @cli.command("completion")
