@@ -230,11 +230,20 @@ def test_exported_cluster_ip_service_gets_a_global_ip_and_internal_service(h: Ha
     assert not h.engine.pool.is_allocated("242.1.255.254")
 
 
-def test_unsupported_service_types_get_no_global_ip(h: Harness) -> None:
+def test_external_name_gets_no_global_ip_node_port_does(h: Harness) -> None:
     h.cluster.resource(SERVICES).create(service("sample", "ext", stype="ExternalName"))
     h.cluster.resource(SERVICE_EXPORTS).create(export("sample", "ext"))
+    np = service("sample", "np", stype="NodePort", selector={"app": "np"})
+    np["spec"]["ports"][0]["nodePort"] = 30080
+    h.cluster.resource(SERVICES).create(np)
+    h.cluster.resource(SERVICE_EXPORTS).create(export("sample", "np"))
     h.settle()
     assert h.get(GLOBAL_INGRESS_IPS, "sample", "ext") is None
+    # the Lighthouse agent exports NodePort Services like ClusterIP ones (lighthouse-agent.md D5)
+    assert h.get(GLOBAL_INGRESS_IPS, "sample", "np")["status"]["allocatedIP"]  # type: ignore[index]
+    internal = h.get(SERVICES, "sample", internal_service_name("np"))
+    assert internal is not None and internal["spec"]["type"] == "ClusterIP"
+    assert "nodePort" not in internal["spec"]["ports"][0]
 
 
 def test_headless_service_pods_get_global_ips_and_dnat_snat_rules(h: Harness) -> None:

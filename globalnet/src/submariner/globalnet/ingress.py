@@ -45,7 +45,10 @@ from submariner.globalnet.status import ALLOCATED, Reason, allocated_ip, conditi
 
 log = logging.getLogger(__name__)
 
-_SUPPORTED_TYPES = ("", "ClusterIP")
+_SUPPORTED_TYPES = ("", "ClusterIP", "NodePort", "LoadBalancer")
+"""Upstream gives only ClusterIP Services a global IP; this project's Lighthouse agent exports NodePort and
+LoadBalancer Services like ClusterIP ones (lighthouse-agent.md D5), so they get one too (their internal
+Service is a plain ClusterIP Service with the same ports). ExternalName has nothing to reach."""
 
 
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
