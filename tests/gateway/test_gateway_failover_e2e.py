@@ -220,7 +220,7 @@ def test_two_clusters_discover_each_other_and_health_check_through_vxlan(tmp_pat
 
             took = wait_for("both gateways connected with RTT", lambda: healthy("east-ns", "east-gw", "west")
                             and healthy("west-ns", "west-gw", "east"), 30)
-            assert took < 5, f"connected and health-checked only after {took:.1f}s"
+            assert took < 10, f"connected and health-checked only after {took:.1f}s"  # ~1.5-2.5 s measured
             print(f"two clusters connected and health-checked in {took:.2f}s")
             gw = inside(lambda: api.resource(GATEWAYS).get("east-ns", "east-gw"))
             [conn] = gw["status"]["connections"]
