@@ -118,7 +118,6 @@ class GatewayConfig:
     leadership: Leadership = field(default_factory=Leadership)
     broker_namespace: str = ""
     status_interval: float = 5.0
-    state_dir: str = "/var/lib/submariner-gateway"
 
     @property
     def hostname(self) -> str:
@@ -174,7 +173,6 @@ class GatewayConfig:
             leadership=leadership,
             broker_namespace=(env.get("BROKER_K8S_REMOTENAMESPACE") or "").strip(),
             status_interval=_number(env, "SUBMARINER_GATEWAYSTATUSINTERVAL", 5.0, minimum=0.05),
-            state_dir=(env.get("SUBMARINER_STATEDIR") or "/var/lib/submariner-gateway").strip(),
         )
         if not cfg.cluster_cidrs and not cfg.global_cidrs:
             raise ConfigError("SUBMARINER_CLUSTERCIDR is required (the pod CIDR, e.g. 10.8.0.0/16)")

@@ -121,7 +121,7 @@ class Gateway:
             local=self.spec, cluster_cidrs=self.cfg.cluster_cidrs,
             cni_ip=cni_ip(self.nl, self.cfg.cluster_cidrs), mtu=interface_mtu(self.nl, self.spec["private_ip"]),
             psk=self.cfg.ipsec_psk, nat_enabled=self.cfg.nat_enabled, force_encaps=self.cfg.ipsec_force_encaps,
-            extra={"netlink": self.nl, "state_dir": self.cfg.state_dir, "ipsec_debug": self.cfg.ipsec_debug,
+            extra={"netlink": self.nl, "ipsec_debug": self.cfg.ipsec_debug,
                    "on_fatal": self._driver_fatal, **self.driver_extra})
         return new_driver(self.cfg.cable_driver, ctx)
 
