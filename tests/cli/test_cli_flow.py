@@ -353,3 +353,18 @@ def test_cli_conventions(subctl: Run) -> None:
         "This command requires two kube contexts corresponding to the two clusters to verify.\n")
     r = subctl("verify", "--context", "a", "--tocontext", "b", "--only", "nope")
     assert r.code == 1 and ' ✗ Unknown verification "nope"\n' in r.err
+
+
+def test_static_broker_bundle_applies_with_kubectl_and_deploy_broker_reuses_it(env3: Env, subctl: Run) -> None:
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    env3.servers["broker"].kubectl("apply", "-f", str(deploy / "crds.yaml"))
+    env3.servers["broker"].kubectl("apply", "-f", str(deploy / "broker.yaml"))
+    r = subctl("--context", "test-broker", "deploy-broker", cwd=env3.workdir, kubeconfig=env3.kubeconfig)
+    assert r.code == 0, r.err
+    assert "Created 12 CRDs" not in r.err  # all there already
+    info = brokerinfo.read_file(env3.workdir / "broker-info.subm")
+    assert info.client_token["metadata"]["name"] == "submariner-k8s-broker-admin-token"
+    r = subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "c1", cwd=env3.workdir)
+    assert r.code == 0, r.err

@@ -189,3 +189,15 @@ def test_coredns_forward_block_is_prepended_once_and_replaced_on_ip_change() -> 
     from submariner.lighthouse.dns.corefile import parse
 
     assert len(parse(moved)) == 2
+
+
+def test_deploy_broker_yaml_is_current_and_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    for name, expected in m.bundle_files().items():
+        path = Path(__file__).resolve().parents[2] / "deploy" / name
+        assert path.read_text() == expected, f"deploy/{name} is stale: python -m submariner.cli.manifests deploy"
+        for obj in yaml.safe_load_all(path.read_text()):
+            validate(obj)
