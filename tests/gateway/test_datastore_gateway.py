@@ -212,3 +212,24 @@ def test_uninstall_removes_gateway_kernel_state_and_our_objects() -> None:
     gw.uninstall()
     assert names(local, GATEWAYS, NS) == [] and names(local, ENDPOINTS, NS) == [] and names(local, CLUSTERS, NS) == []
     assert isinstance(gw.driver, RecordingDriver) and ("cleanup", "") in gw.driver.calls
+
+
+def test_api_outage_makes_the_leader_passive_and_it_comes_back() -> None:
+    local = FakeCluster("east", no_status_subresource=frozenset({"gateways", "configmaps", "secrets"}))
+    broker = FakeCluster("broker")
+    gw = gateway(local, broker, "node-a", "192.168.1.10", LEADERSHIP_LEASEDURATION="1.5",
+                 LEADERSHIP_RENEWDEADLINE="1", LEADERSHIP_RETRYPERIOD="0.2")
+    gw.start()
+    try:
+        wait("active", lambda: gw.engine is not None and gw.engine.running)
+        first_driver = gw.driver
+        local.set_unavailable(True)
+        wait("passive during the outage", lambda: gw.engine is None, timeout=5)
+        local.set_unavailable(False)
+        wait("active again", lambda: gw.engine is not None and gw.engine.running, timeout=5)
+        assert gw.driver is not first_driver  # StartEngine again: a fresh driver (new keys for wireguard)
+        wait("Gateway CR active", lambda: local.resource(GATEWAYS).get(NS, "node-a")["status"]["haStatus"]
+             == "active")
+    finally:
+        local.set_unavailable(False)
+        gw.stop()

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 from gwtest import RecordingDriver, endpoint, spec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from submariner.gateway.cable.driver import NATEndpointInfo
 from submariner.gateway.engine import CableEngine, specs_equal
@@ -130,3 +132,36 @@ def test_specs_equal_ignores_backend_config_behind_load_balancers() -> None:
     b["backend_config"].pop("using-loadbalancer")
     assert not specs_equal(a, b)  # type: ignore[arg-type]
     assert not specs_equal(a, dict(a, hostname="other"))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------- properties
+
+
+EVENTS = st.lists(st.tuples(st.sampled_from(["install", "ready", "remove"]), st.sampled_from(["west", "south"]),
+                            st.integers(20, 23), st.integers(1, 4)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS)
+def test_engine_invariants_under_any_event_order(events: list[tuple[str, str, int, int]]) -> None:
+    """Whatever the order: at most one cable per remote cluster, the driver holds exactly the engine's
+    cables, nothing removed stays installed, and an installed cable is never older than one a verdict
+    arrived for later while it was installed."""
+    engine, driver, _ = make()
+    removed: set[str] = set()
+    for op, cluster, last_octet, day in events:
+        ep = endpoint(spec(cluster, f"192.168.2.{last_octet}"), created=f"2026-01-0{day}T00:00:00Z")
+        name = ep["spec"]["cable_name"]
+        if op == "install":
+            removed.discard(name)
+            engine.install_cable(ep)
+        elif op == "ready":
+            engine.on_ready(ready(ep))
+        else:
+            removed.add(name)
+            engine.remove_cable(ep)
+        installed = engine.installed()
+        clusters = [i.spec["cluster_id"] for i in installed.values()]
+        assert len(clusters) == len(set(clusters))
+        assert set(driver.conns) == set(installed)
+        assert not (set(installed) & removed)
