@@ -179,3 +179,25 @@ def test_deploy_broker_rerun_new_psk_unless_psk_from(env3: Env, subctl: Run) -> 
                cwd=env3.workdir)
     assert r.code == 0, r.err
     assert brokerinfo.read_file(env3.workdir / "broker-info.subm").psk == second.psk
+
+
+def test_broker_certificate_mismatch_names_the_flag(deployed: Env, subctl: Run) -> None:
+    env = deployed
+    other_ca = (env.servers["c1"].data_dir / "ca.crt").read_bytes()
+    wrong_ca = _tamper(env, "wrong-ca.subm", lambda d: d["ClientToken"]["data"].update(  # type: ignore[union-attr]
+        {"ca.crt": base64.b64encode(other_ca).decode()}))
+    before = _state(env)
+    r = subctl("--context", "test-c1", "join", wrong_ca, "--clusterid", "c1", cwd=env.workdir)
+    assert r.code == 1
+    assert f" ✗ Error connecting to the broker: the broker's TLS certificate at {env.url('broker')} could not be " \
+           "verified: " in r.err
+    assert "(pass --check-broker-certificate=false to skip the check, or fix the URL with --broker-url)\n" in r.err
+    assert _state(env) == before
+    r = subctl("--context", "test-c1", "join", wrong_ca, "--clusterid", "c1", "--check-broker-certificate=false",
+               cwd=env.workdir)
+    assert r.code == 0, r.err
+    from submariner.cli.resources import DAEMON_SETS
+
+    ds = env.kube("c1").resource(DAEMON_SETS).get("submariner-operator", "submariner-gateway")
+    env_vars = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env_vars["BROKER_K8S_INSECURE"] == "true"

@@ -150,6 +150,10 @@ def check_cidr_flag(value: str, flag: str) -> str:
 
 
 def broker_client(url: str, token: str, ca: bytes | None, *, verify: bool) -> Cluster:
+    if not verify:  # the user said so (--check-broker-certificate=false): no warning per request
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return Cluster.from_token(url, token, ca_data=ca if verify else None, insecure=not verify, name="broker")
 
 
