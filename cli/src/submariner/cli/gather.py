@@ -159,7 +159,8 @@ def run(kube: KubeFlags, types: list[str], modules: list[str], directory: str, s
         contexts: list[str], reporter: Reporter) -> bool:
     ok = True
     for ctx in select_contexts(kube, contexts, reporter.warning):
-        sys.stdout.write(f'Cluster "{ctx.cluster}"\n')
+        if not kube.context:
+            sys.stdout.write(f'Cluster "{ctx.cluster}"\n')
         target = Path(directory) / ctx.cluster
         target.mkdir(parents=True, exist_ok=True)
         os.chmod(target, 0o700)
