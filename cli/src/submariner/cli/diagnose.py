@@ -335,7 +335,7 @@ CHECKS: dict[str, Callable[[Checks], bool]] = {
     "connections": Checks.connections,
     "service-discovery": Checks.service_discovery,
 }
-ALL = ("k8s-version", "deployment", "connections", "kube-proxy-mode", "service-discovery")
+ALL = ("k8s-version", "deployment", "cni", "connections", "kube-proxy-mode", "service-discovery")
 
 
 def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace: str, reporter: Reporter) -> bool:
