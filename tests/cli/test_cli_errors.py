@@ -201,3 +201,37 @@ def test_broker_certificate_mismatch_names_the_flag(deployed: Env, subctl: Run) 
     ds = env.kube("c1").resource(DAEMON_SETS).get("submariner-operator", "submariner-gateway")
     env_vars = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env_vars["BROKER_K8S_INSECURE"] == "true"
+
+
+def test_interactive_join_asks_for_the_gateway_and_a_valid_cluster_id(deployed: Env, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """On a terminal, join asks instead of failing (the questions of subctl.md §4.1)."""
+    import io
+
+    from subctl_harness import _node
+
+    from submariner.cli import join
+    from submariner.cli.kubeconf import KubeFlags
+    from submariner.cli.reporter import Reporter
+    from submariner.cli.resources import NODES
+
+    env = deployed
+    env.kube("c2").resource(NODES).create(_node("c2-worker2", "10.9.2.0/24", {}))
+    monkeypatch.chdir(env.workdir)
+    asked: list[tuple[str, list[str] | None]] = []
+    answers = {"What is your cluster ID?": "c2", "Which node should be used as the gateway?": "c2-worker2"}
+
+    def prompt(question: str, choices: list[str] | None) -> str:
+        asked.append((question, choices))
+        return answers[question]
+
+    out = io.StringIO()
+    opts = join.JoinOptions(broker_info="broker-info.subm", cluster_id="C2!", cluster_cidr="10.9.0.0/16")
+    join.run(KubeFlags(kubeconfig=env.kubeconfig, context="test-c2"), opts, Reporter(out, terminal=False),
+             interactive=True, prompt=prompt)
+    assert asked == [("What is your cluster ID?", None),
+                     ("Which node should be used as the gateway?", ["c2-worker", "c2-worker2"])]
+    assert out.getvalue().startswith(" ✗ Invalid cluster ID: C2! is not a valid ClusterID [")
+    labels = env.kube("c2").resource(NODES).get("", "c2-worker2")["metadata"]["labels"]
+    assert labels["submariner.io/gateway"] == "true"
+    capsys.readouterr()

@@ -259,8 +259,9 @@ def _tty() -> bool:
 
 
 def _default_prompt(question: str, choices: list[str] | None) -> str:
-    kind = click.Choice(choices) if choices else str
-    return str(click.prompt(f"? {question}", type=kind, err=True))
+    from submariner.cli.prompts import ask
+
+    return ask(question, choices)
 
 
 @dataclass

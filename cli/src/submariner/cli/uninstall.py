@@ -106,8 +106,10 @@ def run(kube_flags: KubeFlags, reporter: Reporter, *, yes: bool, interactive: bo
     if not yes:
         if not interactive:
             raise CliError("no terminal to confirm on: pass --yes to uninstall")
-        if not click.confirm(f'? This will completely uninstall Submariner from the cluster "{context.cluster}". '
-                             "Are you sure you want to continue?", err=True):
+        from submariner.cli.prompts import confirm
+
+        if not confirm(f'This will completely uninstall Submariner from the cluster "{context.cluster}". '
+                       "Are you sure you want to continue?"):
             return
     kube = connect(kube_flags, context.name)
     try:

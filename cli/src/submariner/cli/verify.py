@@ -231,9 +231,10 @@ def parse_only(only: str, disruptive: bool, interactive: bool, warn: Callable[[s
             raise CliError(f'unknown verification "{name}"')
     wanted_disruptive = [n for n in chosen if n in DISRUPTIVE]
     if wanted_disruptive and not disruptive:
-        if interactive and click.confirm(f"? You have specified disruptive verifications "
-                                         f"({', '.join(wanted_disruptive)}). Are you sure you want to run them?",
-                                         err=True):
+        from submariner.cli.prompts import confirm
+
+        if interactive and confirm(f"You have specified disruptive verifications ({', '.join(wanted_disruptive)}). "
+                                   "Are you sure you want to run them?"):
             return chosen
         warn("Skipping disruptive tests. If you want to run them, use the --enable-disruptive flag")
         chosen = [n for n in chosen if n not in DISRUPTIVE]
