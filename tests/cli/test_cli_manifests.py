@@ -150,6 +150,7 @@ def test_lighthouse_coredns_corefile_and_mount() -> None:
         "#lighthouse\nclusterset.local:53 example.org:53 {\n    lighthouse\n    errors\n    health\n    ready\n}\n")
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["args"] == ["-conf", "/etc/coredns/Corefile"] and c["image"].endswith("/lighthouse-coredns:0.19.0")
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
     assert dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == m.LIGHTHOUSE_COREDNS
     assert svc["spec"]["selector"] == {"app": m.LIGHTHOUSE_COREDNS}
     from submariner.lighthouse.dns.corefile import parse

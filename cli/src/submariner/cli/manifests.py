@@ -417,7 +417,7 @@ def proxy_env(proxy: Mapping[str, str]) -> list[Obj]:
 
 def _container(name: str, image: str, env: list[Obj], *, privileged: bool = False,
                args: list[str] | None = None, ports: list[Obj] | None = None,
-               mounts: list[Obj] | None = None) -> Obj:
+               mounts: list[Obj] | None = None, add_capabilities: list[str] | None = None) -> Obj:
     container: Obj = {"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "env": env}
     if args:
         container["args"] = args
@@ -430,7 +430,10 @@ def _container(name: str, image: str, env: list[Obj], *, privileged: bool = Fals
                                         "capabilities": {"add": ["ALL"]}, "readOnlyRootFilesystem": False,
                                         "runAsNonRoot": False}
     else:
-        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+        capabilities: Obj = {"drop": ["ALL"]}
+        if add_capabilities:
+            capabilities["add"] = list(add_capabilities)
+        container["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": capabilities,
                                         "runAsNonRoot": False}
     return container
 
@@ -520,7 +523,8 @@ def lighthouse_coredns_objects(s: JoinSettings) -> list[Obj]:
     env = [_env("SUBMARINER_CLUSTERID", s.cluster_id), _env("SUBMARINER_NAMESPACE", ns), *proxy_env(s.proxy)]
     container = _container(LIGHTHOUSE_COREDNS, s.image(LIGHTHOUSE_COREDNS), env,
                            args=["-conf", "/etc/coredns/Corefile"], ports=ports,
-                           mounts=[{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": True}])
+                           mounts=[{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": True}],
+                           add_capabilities=["NET_BIND_SERVICE"])  # port 53 with every other capability dropped
     container["readinessProbe"] = {"httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"}}
     volumes = [{"name": "config-volume", "configMap": {
         "name": LIGHTHOUSE_COREDNS, "items": [{"key": "Corefile", "path": "Corefile"}]}}]
