@@ -110,3 +110,39 @@ def test_first_fit_is_the_lowest_free_aligned_block(sizes: list[int]) -> None:
                  and not any(b.overlaps(t) for t in taken)]
         assert not lower, f"{block} allocated although {lower[0]} was free"
         taken.append(block)
+
+
+def test_cas_write_retries_on_conflict_and_re_decides() -> None:
+    """A racing cluster takes the block between read and write: warn, re-read, take the next one."""
+    import io
+
+    from submariner.broker.kube import Conflict
+    from submariner.broker.kube.fake import FakeCluster
+    from submariner.cli import manifests as m
+    from submariner.cli.join import CIDRPlan, _assign
+    from submariner.cli.reporter import Reporter
+    from submariner.cli.resources import CONFIGMAPS
+
+    broker = FakeCluster()
+    cms = broker.resource(CONFIGMAPS)
+    cms.create(m.globalnet_configmap(m.BrokerSettings(globalnet=True)))
+    plan = CIDRPlan(m.GLOBALNET_CONFIGMAP, "242.0.0.0/16", False, cidr.DEFAULT_GLOBALNET_RANGE,
+                    cidr.DEFAULT_GLOBALNET_CLUSTER_SIZE)
+
+    # The racer records 242.0.0.0/16 for "other" just before our write, which then conflicts.
+    racer = cms.get("submariner-k8s-broker", m.GLOBALNET_CONFIGMAP)
+    racer["data"]["clusterinfo"] = render_cluster_info([Allocation("other", ("242.0.0.0/16",))])
+    cms.update(racer)
+    broker.fail_next("update", Conflict("the object has been modified", status=409), plural="configmaps")
+    out = io.StringIO()
+    got = _assign(broker, "submariner-k8s-broker", plan, "c1", ("globalnetCidrRange", "globalnetClusterSize"),
+                  Reporter(out, terminal=False), "Globalnet", "global")
+    assert got == "242.1.0.0/16"
+    assert out.getvalue() == (
+        " • Assigning Globalnet IPs  ...\n ✓ Assigning Globalnet IPs\n ✓ Allocated global CIDR 242.0.0.0/16\n"
+        " • Updating the Globalnet information on the Broker  ...\n"
+        " ⚠ Updating the Globalnet information on the Broker\n"
+        " ⚠ Conflict occurred updating the Globalnet ConfigMap - retrying\n"
+        " ✓ Allocated global CIDR 242.1.0.0/16\n")
+    info = parse_cluster_info(cms.get("submariner-k8s-broker", m.GLOBALNET_CONFIGMAP)["data"]["clusterinfo"])
+    assert info == [Allocation("other", ("242.0.0.0/16",)), Allocation("c1", ("242.1.0.0/16",))]

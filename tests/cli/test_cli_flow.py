@@ -64,6 +64,8 @@ JOIN_C1_GOLDEN = """\
  • Assigning ClustersetIP IPs  ...
  ✓ Assigning ClustersetIP IPs
  ✓ Allocated clustersetip CIDR 243.0.0.0/20
+ • Updating the ClustersetIP information on the Broker  ...
+ ✓ Updating the ClustersetIP information on the Broker
  • Creating SA for cluster  ...
  ✓ Creating SA for cluster
  • Connecting to Broker  ...
@@ -298,7 +300,9 @@ def test_globalnet_walkthrough_section_4(env3: Env, subctl: Run) -> None:
                "120.1.0.0/24", cwd=env3.workdir)
     assert r.code == 0, r.err
     assert (" • Assigning Globalnet IPs  ...\n ✓ Assigning Globalnet IPs\n"
-            " ✓ Allocated global CIDR 120.1.0.0/24\n") in r.err
+            " ✓ Allocated global CIDR 120.1.0.0/24\n"
+            " • Updating the Globalnet information on the Broker  ...\n"
+            " ✓ Updating the Globalnet information on the Broker\n") in r.err
     r = subctl("--context", "test-c2", "join", "broker-info.subm", "--clusterid", "g2", "--globalnet-cidr",
                "120.1.0.128/25", "--clustercidr", "10.9.0.0/16", cwd=env3.workdir)
     assert r.code == 1 and 'invalid CIDR "120.1.0.128/25" overlaps with cluster "g1"' in r.err

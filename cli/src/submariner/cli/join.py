@@ -248,6 +248,21 @@ def write_allocation(broker: ClientFactory, ns: str, plan: CIDRPlan, cluster_id:
                    f"Error updating the {what} information on the Broker")
 
 
+def _assign(broker: ClientFactory, ns: str, plan: CIDRPlan, cluster_id: str, keys: tuple[str, str],
+            reporter: Reporter, what: str, label: str) -> str:
+    """`Assigning <what> IPs` (the validated block) then `Updating the <what> information on the Broker`."""
+    if not plan.reused:
+        reporter.start(f"Assigning {what} IPs")
+        reporter.success(f"Allocated {label} CIDR {plan.cidr}")
+        reporter.end()
+    reporter.start(f"Updating the {what} information on the Broker")
+    recorded = write_allocation(broker, ns, plan, cluster_id, keys[0], keys[1], reporter, what)
+    if recorded != plan.cidr:  # another cluster took that block meanwhile
+        reporter.success(f"Allocated {label} CIDR {recorded}")
+    reporter.end()
+    return recorded
+
+
 # --- the flow -----------------------------------------------------------------------------------------
 
 
@@ -514,20 +529,12 @@ def execute(plan: Plan, opts: JoinOptions, reporter: Reporter) -> None:
             local.resource(NODES).patch("", plan.gateway_to_label, {"metadata": {"labels": {m.GATEWAY_LABEL: "true"}}})
             reporter.end()
         if plan.globalnet is not None:
-            reporter.start("Assigning Globalnet IPs")
-            global_cidr = write_allocation(broker, ns, plan.globalnet, s.cluster_id, "globalnetCidrRange",
-                                           "globalnetClusterSize", reporter, "Globalnet")
-            if not plan.globalnet.reused:
-                reporter.success(f"Allocated global CIDR {global_cidr}")
-            reporter.end()
+            global_cidr = _assign(broker, ns, plan.globalnet, s.cluster_id, ("globalnetCidrRange",
+                                  "globalnetClusterSize"), reporter, "Globalnet", "global")
             s = replace(s, global_cidr=global_cidr)
         if plan.clusterset is not None:
-            reporter.start("Assigning ClustersetIP IPs")
-            cs_cidr = write_allocation(broker, ns, plan.clusterset, s.cluster_id, "clustersetIPCidrRange",
-                                       "clustersetIPClusterSize", reporter, "ClustersetIP")
-            if not plan.clusterset.reused:
-                reporter.success(f"Allocated clustersetip CIDR {cs_cidr}")
-            reporter.end()
+            cs_cidr = _assign(broker, ns, plan.clusterset, s.cluster_id, ("clustersetIPCidrRange",
+                              "clustersetIPClusterSize"), reporter, "ClustersetIP", "clustersetip")
             s = replace(s, clusterset_ip_cidr=cs_cidr)
 
         reporter.start("Creating SA for cluster")
