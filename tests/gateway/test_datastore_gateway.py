@@ -113,7 +113,7 @@ def test_two_gateways_active_passive_failover_on_stop() -> None:
     a = gateway(local, broker, "node-a", "192.168.1.10")
     b = gateway(local, broker, "node-b", "192.168.1.11")
     a.start()
-    wait("a active", lambda: a.engine is not None and a.engine.running)
+    wait("a active", lambda: a.active)
     b.start()
     try:
         pods = local.resource(PODS)
@@ -174,7 +174,7 @@ def test_leader_republishes_public_ip_and_globalnet_health_ip() -> None:
     gw = gateway(local, broker, "node-a", "192.168.1.10", SUBMARINER_GLOBALCIDR="242.1.0.0/16")
     gw.start()
     try:
-        wait("active", lambda: gw.datastore is not None)
+        wait("active", lambda: gw.active)
         name = "east-submariner-cable-east-192-168-1-10"
         eps = local.resource(ENDPOINTS)
         assert eps.get(NS, name)["spec"]["subnets"] == ["242.1.0.0/16"]
@@ -221,12 +221,12 @@ def test_api_outage_makes_the_leader_passive_and_it_comes_back() -> None:
                  LEADERSHIP_RENEWDEADLINE="1", LEADERSHIP_RETRYPERIOD="0.2")
     gw.start()
     try:
-        wait("active", lambda: gw.engine is not None and gw.engine.running)
+        wait("fully active", lambda: gw.active)
         first_driver = gw.driver
         local.set_unavailable(True)
         wait("passive during the outage", lambda: gw.engine is None, timeout=5)
         local.set_unavailable(False)
-        wait("active again", lambda: gw.engine is not None and gw.engine.running, timeout=5)
+        wait("active again", lambda: gw.active, timeout=5)
         assert gw.driver is not first_driver  # StartEngine again: a fresh driver (new keys for wireguard)
         wait("Gateway CR active", lambda: local.resource(GATEWAYS).get(NS, "node-a")["status"]["haStatus"]
              == "active")

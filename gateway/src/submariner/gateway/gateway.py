@@ -125,6 +125,11 @@ class Gateway:
                    "on_fatal": self._driver_fatal, **self.driver_extra})
         return new_driver(self.cfg.cable_driver, ctx)
 
+    @property
+    def active(self) -> bool:
+        """Leading with everything started (engine, datastore sync, tunnel controller, health checker)."""
+        return self._leading.is_set()
+
     def _driver_fatal(self, msg: str) -> None:
         log.error("cable driver failed: %s", msg)
         self.status.status_failure = msg
