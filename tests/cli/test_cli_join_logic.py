@@ -96,3 +96,23 @@ def test_netperf_csv_becomes_header_value_lines() -> None:
                                    "Transaction Rate Tran/s:\t12599.844")
     with pytest.raises(CliError):
         format_latency("netperf: cannot connect\n")
+
+
+def test_cable_driver_default_comes_from_the_clusters_join_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from submariner.broker.kube.fake import FakeCluster
+    from submariner.cli.reporter import Reporter
+    from submariner.cli.resources import CONFIGMAPS
+
+    kube = FakeCluster()
+    assert join._default_cable_driver(kube, Reporter()) == "libreswan"  # upstream's default without the ConfigMap
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "submariner-join-defaults", "namespace": "kube-system"},
+                 "data": {"cable-driver": "vxlan", "reason": "no ESP here"}}
+    kube.resource(CONFIGMAPS).create(configmap)
+    assert join._default_cable_driver(kube, Reporter()) == "vxlan"
+    assert 'Using cable driver "vxlan" from ConfigMap kube-system/submariner-join-defaults: no ESP here' \
+        in capsys.readouterr().err
+    configmap["data"] = {"cable-driver": "gre"}
+    kube.resource(CONFIGMAPS).update(configmap)
+    with pytest.raises(CliError, match="names cable driver 'gre'"):
+        join._default_cable_driver(kube, Reporter())

@@ -49,6 +49,9 @@ WORKER_LABEL = "node-role.kubernetes.io/worker"
 MASTER_LABEL = "node-role.kubernetes.io/master"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 CAS_ATTEMPTS = 5
+DEFAULT_CABLE_DRIVER = "libreswan"
+# Defaults a cluster's administrator (or the lab, whose kernel has no ESP) sets for flags join is not given.
+JOIN_DEFAULTS = ("kube-system", "submariner-join-defaults")
 Prompt = Callable[[str, list[str] | None], str]
 
 
@@ -70,7 +73,7 @@ class JoinOptions:
     pod_debug: bool = False
     label_gateway: bool = True
     gateway_node: str = ""
-    cable_driver: str = "libreswan"
+    cable_driver: str = ""  # "" = not given: the cluster's join defaults, else DEFAULT_CABLE_DRIVER
     globalnet: bool = True
     globalnet_cluster_size: int = 0
     globalnet_cidr: str = ""
@@ -294,6 +297,28 @@ class Plan:
     coredns: tuple[str, str] = ("kube-system", "coredns")
 
 
+def _default_cable_driver(local: ClientFactory, reporter: Reporter) -> str:
+    """`--cable-driver` left out: the cluster's join defaults (ConfigMap kube-system/submariner-join-defaults,
+    key `cable-driver`, optional `reason`) if it has them, else upstream's libreswan. Said aloud when used."""
+    namespace, name = JOIN_DEFAULTS
+    try:
+        data = local.resource(CONFIGMAPS).get(namespace, name).get("data") or {}
+    except NotFound:
+        return DEFAULT_CABLE_DRIVER
+    except KubeError as e:
+        raise CliError(str(e), f"Error reading ConfigMap {namespace}/{name}") from None
+    driver = str(data.get("cable-driver") or "")
+    if not driver:
+        return DEFAULT_CABLE_DRIVER
+    if driver not in CABLE_DRIVERS:
+        raise CliError(f"ConfigMap {namespace}/{name} names cable driver {driver!r}, not one of "
+                       f"{', '.join(CABLE_DRIVERS)}; fix it or pass --cable-driver")
+    reason = str(data.get("reason") or "")
+    reporter.success(f'Using cable driver "{driver}" from ConfigMap {namespace}/{name}'
+                     + (f": {reason}" if reason else "") + " (--cable-driver overrides it)")
+    return driver
+
+
 def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, interactive: bool,
             prompt: Prompt = _default_prompt) -> Plan:
     """Read and check everything; no writes."""
@@ -305,7 +330,7 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
     except (OSError, brokerinfo.BrokerInfoError) as e:
         raise CliError(str(e), "Error loading the broker information from the given file") from None
 
-    if opts.cable_driver not in CABLE_DRIVERS:
+    if opts.cable_driver and opts.cable_driver not in CABLE_DRIVERS:
         raise CliError(f"unknown cable driver {opts.cable_driver!r}: use one of {', '.join(CABLE_DRIVERS)} "
                        "(--cable-driver)")
     if opts.globalnet_cidr and opts.globalnet_cluster_size:
@@ -360,6 +385,8 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
     if taken and not _joined_here(local, cluster_id):
         raise CliError(f'Detected an existing joined cluster with the same ID "{cluster_id}" on the broker. '
                        "Cluster IDs must be unique across all clusters")
+
+    cable_driver = opts.cable_driver or _default_cable_driver(local, reporter)
 
     reporter.start("Discovering network details")
     try:
@@ -440,7 +467,7 @@ def prepare(kube_flags: KubeFlags, opts: JoinOptions, reporter: Reporter, *, int
         service_cidr_given=opts.service_cidr, global_cidr=globalnet_plan.cidr if globalnet_plan else "",
         clusterset_ip_cidr=clusterset_plan.cidr if clusterset_plan else "",
         clusterset_ip_enabled=clusterset_enabled, broker_insecure=not opts.check_broker_certificate,
-        cable_driver=opts.cable_driver, nat_enabled=opts.natt, natt_port=opts.natt_port,
+        cable_driver=cable_driver, nat_enabled=opts.natt, natt_port=opts.natt_port,
         ipsec_debug=opts.ipsec_debug, force_udp_encaps=opts.force_udp_encaps,
         preferred_server=opts.preferred_server, air_gapped=opts.air_gapped, load_balancer=opts.load_balancer,
         debug=opts.pod_debug, health_check=opts.health_check, health_check_interval=opts.health_check_interval,
@@ -724,7 +751,9 @@ def _flag(name: str, default: bool, help_text: str) -> Callable[[Any], Any]:
 @_flag("operator-debug", False, "accepted for compatibility (no operator)")
 @_flag("label-gateway", True, "label (or prompt for) a gateway node if none is labelled")
 @click.option("--gateway-node", default="", help="the node to label as gateway (no prompt)")
-@click.option("--cable-driver", default="libreswan", show_default=True, help="libreswan, wireguard or vxlan")
+@click.option("--cable-driver", default="",
+              help="libreswan, wireguard or vxlan [default: the cluster's ConfigMap kube-system/"
+                   "submariner-join-defaults `cable-driver`, else libreswan]")
 @_flag("globalnet", True, "take part in Globalnet if the broker enabled it")
 @click.option("--globalnet-cluster-size", type=int, default=0, help="global IPs for this cluster")
 @click.option("--globalnet-cidr", default="", help="explicit GlobalCIDR for this cluster")
