@@ -93,7 +93,7 @@ class Gateway:
         self.elector = LeaderElector(
             local.resource(LEASES), cfg.namespace, LEASE_NAME, f"{cfg.hostname}-submariner-gateway",
             lease_duration=lead.lease_duration, renew_deadline=lead.renew_deadline, retry_period=lead.retry_period,
-            on_started_leading=self._started_leading, on_stopped_leading=self._stopped_leading)
+            on_started_leading=self._start_activation, on_stopped_leading=self._stopped_leading)
 
     # ------------------------------------------------------------------------------------- building blocks
 
@@ -156,8 +156,15 @@ class Gateway:
 
     # ------------------------------------------------------------------------------------- roles
 
+    def _start_activation(self) -> None:
+        """Activation runs beside the election loop (client-go starts OnStartedLeading in a goroutine): a slow
+        start-up must not stop the Lease renewals, or a second gateway would take over meanwhile."""
+        threading.Thread(target=self._started_leading, name="become-active", daemon=True).start()
+
     def _started_leading(self) -> None:
         with self._role_lock:
+            if not self.elector.leading:
+                return  # lost again before we got to start: stay passive
             try:
                 self._become_active()
             except Exception as e:
