@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from gwtest import Clock
 
 from submariner.broker.kube import LEASES
@@ -137,3 +138,24 @@ def test_poke_cuts_the_retry_wait() -> None:
     finally:
         b.stop(release=False)
     assert threading.active_count() >= 1
+
+
+def test_candidate_times_its_next_attempt_to_the_lease_expiry() -> None:
+    cluster, clock, events = FakeCluster(), Clock(), []
+    a, b = elector(cluster, "a", clock, events), elector(cluster, "b", clock, events)
+    a.step()
+    assert a.next_wait() == 2  # the leader renews every retry period
+    b.step()
+    assert b.next_wait() == 2  # 15 s left: a full retry period
+    clock.advance(14.5)
+    assert b.next_wait() == pytest.approx(0.51)
+    # a watch event of a's renewal restarts the countdown from now
+    a.step()
+    b.observe(cluster.resource(LEASES).get(NS, "submariner-gateway-lock"))
+    assert b.next_wait() == 2
+    # a released lease: poked, and the next attempt wins
+    a.stop(release=True)
+    b.observe(cluster.resource(LEASES).get(NS, "submariner-gateway-lock"))
+    assert b._poke.is_set()
+    b.step()
+    assert events[-1] == "b+"

@@ -8,7 +8,8 @@ holder's clock); the leader renews every `retry_period` and steps down if it cou
 Deviation from upstream (which keeps the Lease on cancel): `release()` empties the holder on a clean stop,
 and a candidate can be `poke()`d (e.g. from a watch on the Lease) to retry at once, so a SIGTERM'd leader
 is replaced in well under a second instead of after the lease duration. A crashed leader is replaced
-within `lease_duration` + `retry_period`.
+about one `lease_duration` after its last renewal: `observe()` (fed by a Lease watch) dates that renewal,
+and `next_wait()` aims the next attempt at the expiry instead of the next retry tick.
 """
 
 from __future__ import annotations
@@ -116,6 +117,22 @@ class LeaderElector:
             self._observed = record
             self._observed_at = now
 
+    def observe(self, lease: Obj) -> None:
+        """A watch saw the Lease: note the renewal now, so expiry is timed from when it really happened."""
+        self._observe(lease, self.clock())
+        if not (lease.get("spec") or {}).get("holderIdentity"):
+            self.poke()  # released: try at once
+
+    def next_wait(self) -> float:
+        """Until the next attempt: the retry period, or less when the holder's lease runs out sooner."""
+        if self.leading or self._observed is None:
+            return self.retry_period
+        holder, _, duration = self._observed
+        if not holder or holder == self.identity:
+            return self.retry_period
+        remaining = self._observed_at + (duration or self.lease_duration) - self.clock()
+        return min(self.retry_period, max(remaining + 0.01, 0.01))
+
     def release(self) -> bool:
         """Give the Lease up if we hold it (holder emptied, duration 1 s), so a candidate takes it at once."""
         try:
@@ -167,7 +184,7 @@ class LeaderElector:
     def run(self) -> None:
         while not self._stop.is_set():
             self.step()
-            if self._wait(self.retry_period):
+            if self._wait(self.next_wait()):
                 break
 
     def start(self) -> None:

@@ -288,14 +288,11 @@ class Gateway:
         self.status.start()
         self._lease_watch = Informer(self.local.resource(LEASES), namespace=self.cfg.namespace,
                                      field_selector=f"metadata.name={LEASE_NAME}", name="gateway-lease",
-                                     on_update=lambda old, new: self._lease_changed(new),
+                                     on_add=self.elector.observe,
+                                     on_update=lambda old, new: self.elector.observe(new),
                                      on_delete=lambda obj: self.elector.poke())
         self._lease_watch.start()
         self.elector.start()
-
-    def _lease_changed(self, lease: dict[str, Any]) -> None:
-        if not (lease.get("spec") or {}).get("holderIdentity"):
-            self.elector.poke()  # released: take it now rather than at the next retry period
 
     def stop(self) -> None:
         """SIGTERM: step down, release the Lease (deviation), delete our Gateway object."""
