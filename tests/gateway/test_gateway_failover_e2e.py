@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,10 +88,10 @@ def start_server(netns: str, base: Path, pids: list[int]) -> Path:
 
 def start_gateway(netns: str, node: str, kubeconfig: Path, base: Path, pids: list[int], *, cluster: str = "east",
                   namespace: str = NS, cluster_cidr: str = "10.1.0.0/16", service_cidr: str = "10.96.0.0/16",
-                  ) -> subprocess.Popen[bytes]:
+                  driver: str = "vxlan") -> subprocess.Popen[bytes]:
     env = {**os.environ, "SUBMARINER_CLUSTERID": cluster, "SUBMARINER_NAMESPACE": namespace, "NODE_NAME": node,
            "SUBMARINER_CLUSTERCIDR": cluster_cidr, "SUBMARINER_SERVICECIDR": service_cidr,
-           "SUBMARINER_CABLEDRIVER": "vxlan", "LEADERSHIP_LEASEDURATION": "4", "LEADERSHIP_RENEWDEADLINE": "3",
+           "SUBMARINER_CABLEDRIVER": driver, "LEADERSHIP_LEASEDURATION": "4", "LEADERSHIP_RENEWDEADLINE": "3",
            "LEADERSHIP_RETRYPERIOD": "1", "SUBMARINER_GATEWAYSTATUSINTERVAL": "1"}
     log = open(base / f"{node}.log", "a")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
@@ -243,3 +244,73 @@ def test_two_clusters_discover_each_other_and_health_check_through_vxlan(tmp_pat
             for pid in pids:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="wireguard-go not installed")
+def test_two_clusters_over_wireguard_go(tmp_path: Path) -> None:
+    """The wireguard driver in real gateway processes: keys published in the Endpoints, peers configured from
+    them, pod-subnet traffic through the `submariner` devices (the route agent's table-150 route added by hand),
+    and wireguard-go/holder processes gone with the gateway, even after SIGKILL."""
+    pids: list[int] = []
+    with topology(("10.1.1.1/24", "10.2.1.1/24")) as ns:
+        inside = InNetns(ns["api"])
+        try:
+            kubeconfig = start_server(ns["api"], tmp_path, pids)
+            crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True,
+                                  check=True).stdout
+            subprocess.run(["ip", "netns", "exec", ns["api"], str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
+                            "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
+            api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
+            for name in ("east-ns", "west-ns", BROKER_NS):
+                inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+            east = start_gateway(ns["a"], "east-gw", kubeconfig, tmp_path, pids, cluster="east", namespace="east-ns",
+                                 cluster_cidr="10.1.0.0/16", driver="wireguard")
+            west = start_gateway(ns["b"], "west-gw", kubeconfig, tmp_path, pids, cluster="west", namespace="west-ns",
+                                 cluster_cidr="10.2.0.0/16", service_cidr="10.97.0.0/16", driver="wireguard")
+
+            def keys() -> list[str]:
+                eps = inside(lambda: api.resource(ENDPOINTS).list(BROKER_NS)[0])
+                return [e["spec"]["backend_config"].get("publicKey", "") for e in eps]
+
+            wait_for("both public keys on the broker", lambda: len(keys()) == 2 and all(keys()), 20)
+
+            def peered(namespace: str, name: str, remote: str) -> bool:
+                gw = inside(lambda: api.resource(GATEWAYS).get(namespace, name))
+                return any(c["endpoint"]["cluster_id"] == remote for c in gw["status"]["connections"])
+
+            wait_for("cables in both Gateway CRs", lambda: peered("east-ns", "east-gw", "west")
+                     and peered("west-ns", "west-gw", "east"), 20)
+            sh("ip", "-n", ns["a"], "route", "add", "10.2.0.0/16", "dev", "submariner", "src", "10.1.1.1")
+            sh("ip", "-n", ns["b"], "route", "add", "10.1.0.0/16", "dev", "submariner", "src", "10.2.1.1")
+            assert icmp_echo(ns["a"], "10.2.1.1", count=3), "no echo through the wireguard cable"
+            assert not os.path.exists("/var/run/wireguard/submariner.sock")
+            # SIGTERM: clean stop; SIGKILL: the children still go (PR_SET_PDEATHSIG)
+            east.send_signal(signal.SIGTERM)
+            assert east.wait(15) == 0
+            os.kill(west.pid, signal.SIGKILL)
+            west.wait(10)
+            for key in ("a", "b"):
+                wait_for(f"no processes left in {ns[key]}", lambda k=key: sh("ip", "netns", "pids", ns[k])  # type: ignore[misc]
+                         .stdout.strip() == "", 10)
+        finally:
+            inside.close()
+            for pid in reversed(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            for key in ("a", "b"):  # anything a failed run left behind in our namespaces
+                for pid in sh("ip", "netns", "pids", ns[key], check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+
+
+def icmp_echo(netns: str, dst: str, count: int = 2) -> bool:
+    code = ("import sys\nfrom submariner.gateway.healthcheck import IcmpProber\n"
+            f"p = IcmpProber({dst!r}); ok = 0\n"
+            f"for seq in range({count}):\n"
+            "    try:\n        p.send(seq + 1)\n    except OSError:\n        continue\n"
+            "    ok += p.receive(2.0) == seq + 1\n"
+            f"sys.exit(0 if ok == {count} else 1)\n")
+    return sh("ip", "netns", "exec", netns, sys.executable, "-c", code, check=False).returncode == 0

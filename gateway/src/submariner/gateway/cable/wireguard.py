@@ -11,6 +11,7 @@ upstream's name `submariner` everywhere. `WgBackend` is the seam; tests use a fa
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import logging
 import os
@@ -125,6 +126,18 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wg-spawner")
+"""PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: children are
+started from this one idle-forever thread, never from short-lived ones (activation runs on its own thread)."""
+
+
+def _popen(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    def start() -> subprocess.Popen[Any]:
+        return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)
+
+    return _SPAWNER.submit(start).result()
+
+
 def parse_dump(text: str) -> Device | None:
     """`wg show <dev> dump`: first line the device, then one tab-separated line per peer."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -160,11 +173,11 @@ class WireguardGoBackend:
 
     def _mount_ns(self) -> list[str]:
         if self._holder is None or self._holder.poll() is not None:
-            holder = subprocess.Popen(
+            holder: subprocess.Popen[str] = _popen(
                 [*self.prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c",
                  "mkdir -p /var/run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /var/run/wireguard "
                  "&& echo ready && exec sleep infinity"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             line = holder.stdout.readline() if holder.stdout else ""
             if line.strip() != "ready":
                 err = holder.stderr.read() if holder.stderr else ""
@@ -191,8 +204,8 @@ class WireguardGoBackend:
     def create_device(self, name: str) -> None:
         self.delete_device(name)
         env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
-        proc = subprocess.Popen([*self._mount_ns(), self.wireguard_go, "-f", name], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        proc: subprocess.Popen[bytes] = _popen([*self._mount_ns(), self.wireguard_go, "-f", name], env=env,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._daemons[name] = proc
         deadline = time.monotonic() + self.startup_timeout
         while not self._socket(name).exists():
