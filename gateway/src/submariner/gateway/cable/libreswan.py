@@ -31,6 +31,7 @@ from submariner.gateway.cable.driver import (
     connection,
     register,
 )
+from submariner.gateway.processes import spawn
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class LibreswanDriver:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.runner = runner
-        self.start_pluto = start_pluto or (lambda cmd: subprocess.Popen(cmd))
+        self.start_pluto = start_pluto or spawn
         self.config_dir = config_dir
         self.ctl_path = ctl_path
         self.sleep = sleep

@@ -11,7 +11,6 @@ upstream's name `submariner` everywhere. `WgBackend` is the seam; tests use a fa
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import hashlib
 import logging
 import os
@@ -37,6 +36,7 @@ from submariner.gateway.cable.driver import (
     connection,
     register,
 )
+from submariner.gateway.processes import spawn
 
 log = logging.getLogger(__name__)
 
@@ -118,24 +118,6 @@ class WgBackend(Protocol):
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
-def _die_with_parent() -> None:
-    """Child processes (holder, wireguard-go) get SIGTERM when the gateway dies, even by SIGKILL."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-
-
-_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wg-spawner")
-"""PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: children are
-started from this one idle-forever thread, never from short-lived ones (activation runs on its own thread)."""
-
-
-def _popen(cmd: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    def start() -> subprocess.Popen[Any]:
-        return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)
-
-    return _SPAWNER.submit(start).result()
 
 
 def parse_dump(text: str) -> Device | None:
@@ -173,7 +155,7 @@ class WireguardGoBackend:
 
     def _mount_ns(self) -> list[str]:
         if self._holder is None or self._holder.poll() is not None:
-            holder: subprocess.Popen[str] = _popen(
+            holder: subprocess.Popen[str] = spawn(
                 [*self.prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c",
                  "mkdir -p /var/run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /var/run/wireguard "
                  "&& echo ready && exec sleep infinity"],
@@ -204,7 +186,7 @@ class WireguardGoBackend:
     def create_device(self, name: str) -> None:
         self.delete_device(name)
         env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
-        proc: subprocess.Popen[bytes] = _popen([*self._mount_ns(), self.wireguard_go, "-f", name], env=env,
+        proc: subprocess.Popen[bytes] = spawn([*self._mount_ns(), self.wireguard_go, "-f", name], env=env,
                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._daemons[name] = proc
         deadline = time.monotonic() + self.startup_timeout
