@@ -115,11 +115,6 @@ class WgBackend(Protocol):
     def close(self) -> None: ...
 
 
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-
-
 def parse_dump(text: str) -> Device | None:
     """`wg show <dev> dump`: first line the device, then one tab-separated line per peer."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
