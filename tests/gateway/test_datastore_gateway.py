@@ -209,8 +209,10 @@ def test_uninstall_removes_gateway_kernel_state_and_our_objects() -> None:
         wait("published", lambda: names(local, ENDPOINTS, NS) and names(local, GATEWAYS, NS))
     finally:
         gw.stop()
+    wait("exported", lambda: names(broker, ENDPOINTS, BROKER_NS) and names(broker, CLUSTERS, BROKER_NS))
     gw.uninstall()
     assert names(local, GATEWAYS, NS) == [] and names(local, ENDPOINTS, NS) == [] and names(local, CLUSTERS, NS) == []
+    assert names(broker, ENDPOINTS, BROKER_NS) == [] and names(broker, CLUSTERS, BROKER_NS) == []
     assert isinstance(gw.driver, RecordingDriver) and ("cleanup", "") in gw.driver.calls
 
 

@@ -43,6 +43,7 @@ class DatastoreSyncer:
         self.local = local
         self.broker = broker
         self.namespace = namespace
+        self.broker_namespace = broker_namespace
         self.cluster_id = cluster_id
         self.cluster = cluster
         self.endpoint = endpoint
@@ -95,13 +96,17 @@ class DatastoreSyncer:
         self.syncer.stop()
 
     def withdraw(self) -> None:
-        """Uninstall: remove our Cluster and Endpoint locally (and so from the broker)."""
+        """Uninstall: remove our Cluster and Endpoint locally and their copies on the broker (no syncer runs
+        during an uninstall to carry the deletes over)."""
         name = endpoint_object(self.endpoint, self.namespace)["metadata"]["name"]
         for res, obj_name in ((ENDPOINTS, name), (CLUSTERS, self.cluster["metadata"]["name"])):
-            for cluster, ns in ((self.local, self.namespace),):
+            for cluster, ns in ((self.local, self.namespace), (self.broker, self.broker_namespace)):
                 try:
+                    if cluster is self.broker and _cluster_id_of(cluster.resource(res).get(ns, obj_name)) != \
+                            self.cluster_id:
+                        continue  # not ours (a name clash on the broker): leave it
                     cluster.resource(res).delete(ns, obj_name)
                 except NotFound:
                     pass
                 except KubeError as e:
-                    log.warning("deleting %s %s failed: %s", res.kind, obj_name, e)
+                    log.warning("deleting %s %s/%s failed: %s", res.kind, ns, obj_name, e)
