@@ -235,3 +235,34 @@ def test_api_outage_makes_the_leader_passive_and_it_comes_back() -> None:
     finally:
         local.set_unavailable(False)
         gw.stop()
+
+
+def test_remote_endpoint_changing_only_its_backend_refreshes_the_cable_and_the_gateway_cr() -> None:
+    """A remote cluster re-joined with another cable driver: its gateway updates the same Endpoint object
+    (same name, same creationTimestamp, same backend_config); our Gateway CR must show the new backend."""
+    local = FakeCluster("east", no_status_subresource=frozenset({"gateways", "configmaps", "secrets"}))
+    broker = FakeCluster("broker")
+    west = endpoint(spec("west", "192.168.2.20", backend="libreswan", **{"natt-discovery-port": "0"}),
+                    namespace=BROKER_NS)
+    west["metadata"]["labels"] = {"submariner-io/clusterID": "west"}
+    west = broker.resource(ENDPOINTS).create(west)
+    gw = gateway(local, broker, "node-a", "192.168.1.10")
+    gw.start()
+    gws = local.resource(GATEWAYS)
+
+    def remote_backend() -> str:
+        conns = gws.get(NS, "node-a")["status"]["connections"]
+        return str(conns[0]["endpoint"]["backend"]) if conns else ""
+
+    try:
+        wait("cable to west (libreswan)", lambda: remote_backend() == "libreswan")
+        west["spec"] = {**west["spec"], "backend": "vxlan"}
+        broker.resource(ENDPOINTS).update(west)
+        wait("local copy updated", lambda: local.resource(ENDPOINTS).get(NS, west["metadata"]["name"])["spec"]
+             ["backend"] == "vxlan")
+        wait("Gateway CR shows west's new backend", lambda: remote_backend() == "vxlan", timeout=5)
+        assert gw.engine is not None
+        [installed] = gw.engine.installed().values()
+        assert installed.spec["backend"] == "vxlan"
+    finally:
+        gw.stop()

@@ -165,3 +165,46 @@ def test_engine_invariants_under_any_event_order(events: list[tuple[str, str, in
         assert len(clusters) == len(set(clusters))
         assert set(driver.conns) == set(installed)
         assert not (set(installed) & removed)
+
+
+def test_endpoint_updated_in_place_with_another_backend_rebuilds_the_cable() -> None:
+    """A remote gateway re-joined with another driver keeps its Endpoint's name and creationTimestamp (and
+    here its backend_config): the cable is rebuilt and the connection shows the new Endpoint."""
+    engine, driver, _ = make()
+    old = endpoint(spec("west", "192.168.2.20", backend="libreswan"))
+    name = old["spec"]["cable_name"]
+    engine.install_cable(old)
+    engine.on_ready(ready(old))
+    assert [c["endpoint"]["backend"] for c in engine.list_connections()] == ["libreswan"]
+    new = endpoint(spec("west", "192.168.2.20", backend="vxlan"))
+    engine.install_cable(new)
+    engine.on_ready(ready(new))
+    assert driver.calls[-2:] == [("disconnect", name), ("connect", name)]
+    assert [c["endpoint"]["backend"] for c in engine.list_connections()] == ["vxlan"]
+    assert engine.installed()[name].spec["backend"] == "vxlan"
+    # and a changed subnet list too
+    wider = endpoint(spec("west", "192.168.2.20", backend="vxlan", subnets=["10.99.0.0/16", "10.98.0.0/16"]))
+    engine.install_cable(wider)
+    engine.on_ready(ready(wider))
+    assert driver.calls[-2:] == [("disconnect", name), ("connect", name)]
+    assert driver.conns[name].spec["subnets"] == ["10.99.0.0/16", "10.98.0.0/16"]
+
+
+def test_health_check_ip_change_keeps_the_cable_and_shows_the_new_endpoint() -> None:
+    engine, driver, _ = make()
+    changes: list[int] = []
+    engine.on_change = lambda: changes.append(1)
+    ep = endpoint(spec("west", "192.168.2.20", health_ip="10.99.0.1"))
+    engine.install_cable(ep)
+    engine.on_ready(ready(ep))
+    calls, seen = len(driver.calls), len(changes)
+    moved = endpoint(spec("west", "192.168.2.20", health_ip="242.0.255.254"))  # Globalnet's IP arrived
+    engine.install_cable(moved)
+    engine.on_ready(ready(moved))
+    assert len(driver.calls) == calls  # no tunnel rebuild
+    assert len(changes) == seen + 1  # but the Gateway CR is refreshed
+    [conn] = engine.list_connections()
+    assert conn["endpoint"]["healthCheckIP"] == "242.0.255.254"
+    engine.install_cable(moved)
+    engine.on_ready(ready(moved))
+    assert (len(driver.calls), len(changes)) == (calls, seen + 1)  # identical again: nothing at all

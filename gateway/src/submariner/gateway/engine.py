@@ -40,6 +40,14 @@ def specs_equal(a: EndpointSpec, b: EndpointSpec) -> bool:
     return ca == cb
 
 
+TUNNEL_NEUTRAL = ("healthCheckIP",)
+"""Endpoint fields no cable driver builds anything from: a change there keeps the cable."""
+
+
+def tunnel_view(spec: EndpointSpec) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in TUNNEL_NEUTRAL}
+
+
 class _Installed:
     def __init__(self, info: NATEndpointInfo) -> None:
         self.info = info
@@ -81,10 +89,18 @@ class CableEngine:
         return HA_ACTIVE if self._running else HA_PASSIVE
 
     def list_connections(self) -> list[Connection]:
+        """The driver's connections, each showing the Endpoint as last seen (drivers keep the spec they were
+        connected with; a refreshed healthCheckIP would otherwise not appear)."""
         with self._lock:
             if not self._running:
                 return []
-            return self.driver.get_connections()
+            conns = self.driver.get_connections()
+            latest = {n: i.info.spec for n, i in self._installed.items()}
+        out: list[Connection] = []
+        for conn in conns:
+            spec = latest.get(str((conn.get("endpoint") or {}).get("cable_name") or ""))
+            out.append({**conn, "endpoint": dict(spec)} if spec is not None else conn)  # type: ignore[typeddict-item]
+        return out
 
     def install_cable(self, endpoint: dict[str, Any]) -> None:
         spec: EndpointSpec = endpoint["spec"]
@@ -112,7 +128,13 @@ class CableEngine:
         self._changed()
 
     def on_ready(self, info: NATEndpointInfo) -> None:
-        """NAT discovery's verdict: connect, replacing this cluster's previous cable if it is older."""
+        """NAT discovery's verdict: connect, replacing this cluster's previous cable if it is older.
+
+        The same cable (timestamp, name, UseIP, UseNAT) with an identical spec is a no-op; one whose spec
+        changed only where the tunnel does not depend on it (healthCheckIP) keeps the cable and records the new
+        Endpoint; any other change — backend, backend_config, subnets, IPs — rebuilds it. A remote gateway
+        re-joined with another driver updates its Endpoint in place (same name and creationTimestamp), so
+        comparing only backend_config would keep showing (and tunnelling to) the old Endpoint."""
         name = info.cable_name
         with self._lock:
             if self._pending.get(name, 0) <= 0:
@@ -124,33 +146,45 @@ class CableEngine:
             if not self._running:
                 return
             new_ts = _timestamp(info.endpoint)
+            replaced = False
             for other_name, other in list(self._installed.items()):
                 if other.info.spec["cluster_id"] != info.spec["cluster_id"]:
                     continue
                 if new_ts and other.timestamp and new_ts < other.timestamp:
                     log.info("ignoring older endpoint cable=%s (installed %s is newer)", name, other_name)
                     return
-                same = (new_ts == other.timestamp and other_name == name and other.info.use_ip == info.use_ip
-                        and other.info.use_nat == info.use_nat
-                        and (other.info.spec.get("backend_config") or {}) == (info.spec.get("backend_config") or {}))
-                if same:
+                same_cable = (new_ts == other.timestamp and other_name == name and other.info.use_ip == info.use_ip
+                              and other.info.use_nat == info.use_nat)
+                if same_cable and other.info.spec == info.spec:
                     return
+                if same_cable and tunnel_view(other.info.spec) == tunnel_view(info.spec):
+                    other.info = NATEndpointInfo(info.endpoint, other.info.use_ip, other.info.use_nat)
+                    log.info("cable kept, endpoint refreshed cable=%s", name)
+                    break
                 log.info("replacing cable old=%s new=%s", other_name, name)
                 try:
                     self.driver.disconnect_from_endpoint(other.info.endpoint)
                 except Exception as e:
                     log.warning("disconnecting old cable %s failed: %s", other_name, e)
                 del self._installed[other_name]
-            try:
-                used = self.driver.connect_to_endpoint(info)
-            except Exception as e:
-                msg = f"connecting cable {name} to {info.use_ip} failed: {e}"
-                log.error("%s", msg)
-                self.errors.append(msg)
-                return  # not installed: the tunnel controller's resync installs it again (and so retries)
-            self._installed[name] = _Installed(NATEndpointInfo(info.endpoint, used or info.use_ip, info.use_nat))
-        log.info("cable installed cable=%s ip=%s nat=%s", name, used, info.use_nat)
+                replaced = True
+            else:
+                if not self._connect(info) and not replaced:
+                    return
         self._changed()
+
+    def _connect(self, info: NATEndpointInfo) -> bool:
+        name = info.cable_name
+        try:
+            used = self.driver.connect_to_endpoint(info)
+        except Exception as e:
+            msg = f"connecting cable {name} to {info.use_ip} failed: {e}"
+            log.error("%s", msg)
+            self.errors.append(msg)
+            return False  # not installed: the tunnel controller's resync installs it again (and so retries)
+        self._installed[name] = _Installed(NATEndpointInfo(info.endpoint, used or info.use_ip, info.use_nat))
+        log.info("cable installed cable=%s ip=%s nat=%s", name, used, info.use_nat)
+        return True
 
     def installed(self) -> dict[str, NATEndpointInfo]:
         with self._lock:
