@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client, dynamic, watch
 from kubernetes.client.rest import ApiException
 
-from conftest import RunningServer
+from apiservers import RunningServer
 
 CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",

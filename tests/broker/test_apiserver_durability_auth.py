@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import RunningServer
+from apiservers import RunningServer
 
 BROKER_NS = "submariner-k8s-broker"
 

@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from conftest import BIN, RunningServer
+from apiservers import BIN, RunningServer
 
 DEPLOYMENT = """\
 apiVersion: apps/v1

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import RunningServer
+from apiservers import RunningServer
 from submariner.broker.apiserver import podexec
 
 ANNOTATION = "lab.submariner.io/netns"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import BIN, RunningServer
+from apiservers import BIN, RunningServer
 
 ANNOTATION = "lab.submariner.io/logs"
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import RunningServer
+from apiservers import RunningServer
 from seed_manifests import WHEREAMI_CS as WHEREAMI_DEPLOYMENT_AND_SERVICE
 from seed_manifests import WHEREAMI_SS as WHEREAMI_HEADLESS_AND_STATEFULSET
 from submariner.broker.kube import (

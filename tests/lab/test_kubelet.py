@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RunningServer
+from apiservers import RunningServer
 from submariner.broker.kube import ENDPOINT_SLICES, SERVICES, Cluster, NotFound, Obj
 from submariner.lab import kubelet
 from submariner.lab.kubelet import PODS, NodeAgent, netns_exists
