@@ -15,11 +15,11 @@ from typing import Any
 
 from submariner.broker.api.meta import APIResource
 from submariner.broker.kube import ClientFactory, Informer, Obj, ResourceClient
+from submariner.broker.kube.workqueue import WorkQueue
 from submariner.dataplane.packetfilter.ipset import IPSets
 from submariner.globalnet.config import Config
 from submariner.globalnet.ipam import IPAMError, IPPool
 from submariner.globalnet.rules import GlobalnetState
-from submariner.globalnet.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Context:
         self.state = GlobalnetState(local_cidrs=config.local_cidrs)
         self.version = 0
         self.owned: dict[Key, Allocation] = {}
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue(backoff=(0.05, 10.0))
         self.after_apply: list[tuple[Key, AfterApply]] = []
         self.informers: dict[str, Informer] = {}
         self._clients: dict[str, ResourceClient] = {}

@@ -34,6 +34,7 @@ from submariner.broker.kube import (
     Obj,
     key_of,
 )
+from submariner.broker.kube.workqueue import WorkQueue, run_workers
 from submariner.broker.sync import (
     BrokerSyncer,
     BrokerSyncerConfig,
@@ -59,7 +60,6 @@ from submariner.lighthouse.agent.naming import (
     source_cluster_of,
 )
 from submariner.lighthouse.agent.reconciler import BACKOFF, ServiceReconciler, Sources, Writers
-from submariner.lighthouse.agent.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
 

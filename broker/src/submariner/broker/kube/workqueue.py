@@ -1,9 +1,9 @@
-"""A keyed work queue for per-service reconciles (client-go workqueue semantics).
+"""A keyed work queue (client-go workqueue semantics): level-triggered reconcilers enqueue keys, workers take them.
 
-Why not a `ResourceSyncer`: the syncer moves one object to one target; a service's state (export, Service,
-its EndpointSlices, the broker aggregate) is many objects feeding several writes, so the agent reconciles a
-*key* level-triggered: any event enqueues the key, a worker recomputes everything for it. A key is never
-processed by two workers at once and is queued at most once; failures back off per key.
+A key is queued at most once, never handed to two workers at the same time, and re-queued if it was added
+again while being processed; failures back off per key. `get` hands out one key (the Lighthouse agent's
+per-service reconcile); `get_batch` every ready key at once (Globalnet applies one atomic ruleset per batch,
+so a burst of N events becomes one iptables-restore instead of N).
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._failures.pop(key, None)
 
-    def get(self) -> K | None:
+    def get_batch(self, limit: int = 10_000, timeout: float | None = None) -> list[K] | None:
+        """Every ready key (up to `limit`), waiting for at least one; [] on timeout, None after shutdown."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._shutdown:
@@ -75,11 +77,23 @@ class WorkQueue(Generic[K]):
                 while self._delayed and self._delayed[0][0] <= now:
                     self._add(heapq.heappop(self._delayed)[2])
                 if self._ready:
-                    key = self._ready.popleft()
-                    self._processing.add(key)
-                    self._dirty.discard(key)
-                    return key
-                self._cond.wait(self._delayed[0][0] - now if self._delayed else None)
+                    batch: list[K] = []
+                    while self._ready and len(batch) < limit:
+                        key = self._ready.popleft()
+                        self._processing.add(key)
+                        self._dirty.discard(key)
+                        batch.append(key)
+                    return batch
+                waits = [w for w in (self._delayed[0][0] - now if self._delayed else None,
+                                     deadline - now if deadline is not None else None) if w is not None]
+                if deadline is not None and deadline - now <= 0:
+                    return []
+                self._cond.wait(min(waits) if waits else None)
+
+    def get(self) -> K | None:
+        """The next ready key, waiting for one; None after shutdown."""
+        batch = self.get_batch(limit=1)
+        return batch[0] if batch else None
 
     def done(self, key: K) -> None:
         with self._cond:
