@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from submariner.lab.daemon import KIND_COREFILE as KIND_DEFAULT  # kind's default Corefile, as the lab seeds it
 from submariner.lighthouse.dns import corefile
 from submariner.lighthouse.dns.config import (
     ONCE_ONLY,
@@ -22,28 +23,6 @@ from submariner.lighthouse.dns.config import (
 )
 from submariner.lighthouse.dns.corefile import DEFAULT_COREFILE, ServerBlock, Token, lex, parse
 from submariner.lighthouse.dns.plugin import Directive, ServerKey, SetupError
-
-KIND_DEFAULT = """.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30
-    loop
-    reload
-    loadbalance
-}
-"""
 
 SEED_REWRITTEN = (
     "#lighthouse-start AUTO-GENERATED SECTION. DO NOT EDIT\n"

@@ -20,32 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from submariner.lab.daemon import KIND_COREFILE  # kind's default Corefile, as the lab seeds it
+
 BIN = Path(sys.executable).parent
 NS = f"subm-t-dns{os.getpid()}"
 LIGHTHOUSE_IP = "10.88.0.10"
-
-KIND_COREFILE = """\
-.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30
-    loop
-    reload
-    loadbalance
-}
-"""
 
 SEED_COREFILE = f"""\
 #lighthouse-start AUTO-GENERATED SECTION. DO NOT EDIT

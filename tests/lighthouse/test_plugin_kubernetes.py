@@ -17,33 +17,12 @@ import pytest
 
 from submariner.broker.kube import ENDPOINT_SLICES, NAMESPACES, SERVICES
 from submariner.broker.kube.fake import FakeCluster
+from submariner.lab.daemon import KIND_COREFILE
 from submariner.lighthouse.dns import corefile
 from submariner.lighthouse.dns.config import build_configs
 from submariner.lighthouse.dns.plugin import Controller, Handler, Request, Result, SetupError
 from submariner.lighthouse.dns.plugins import kubernetes
 from submariner.lighthouse.dns.process import ProcessState
-
-KIND_COREFILE = """.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30
-    loop
-    reload
-    loadbalance
-}
-"""
 
 BASIC = """.:53 {
     kubernetes cluster.local in-addr.arpa ip6.arpa {
