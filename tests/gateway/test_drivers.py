@@ -12,7 +12,14 @@ from gwtest import endpoint, spec
 
 from submariner.dataplane.netlink import FakeNetlink, Fdb, Route, Rule
 from submariner.gateway.cable import libreswan, vxlan, wireguard
-from submariner.gateway.cable.driver import DriverContext, DriverError, NATEndpointInfo, new_driver, supported
+from submariner.gateway.cable.driver import (
+    DriverContext,
+    DriverError,
+    NATEndpointInfo,
+    new_driver,
+    remove_other_drivers_leftovers,
+    supported,
+)
 
 LOCAL_IP = "192.168.1.10"
 
@@ -96,6 +103,21 @@ def test_vxlan_connect_disconnect_cleanup() -> None:
     driver.connect_to_endpoint(NATEndpointInfo(remote, "192.168.2.20", False))
     driver.cleanup()
     assert "vxlan-tunnel" not in nl.link_names() and Rule(100, 100) not in nl.rules() and nl.routes(100) == []
+
+
+def test_other_drivers_leftovers_go_before_init_and_the_own_ones_stay() -> None:
+    """The node's gateway switched from vxlan to wireguard: vxlan-tunnel (bound to UDP 4500) must go before
+    wireguard's Init binds the same port; a vxlan gateway keeps its device."""
+    driver, nl = vxlan_driver()
+    driver.init()
+    driver.connect_to_endpoint(NATEndpointInfo(endpoint(spec("west", "192.168.2.20")), "192.168.2.20", False))
+    assert remove_other_drivers_leftovers("vxlan", nl) == []
+    assert "vxlan-tunnel" in nl.link_names()
+    assert remove_other_drivers_leftovers("wireguard", nl) == ["vxlan"]
+    assert "vxlan-tunnel" not in nl.link_names() and Rule(100, 100) not in nl.rules() and nl.routes(100) == []
+    nl.calls.clear()
+    assert remove_other_drivers_leftovers("wireguard", nl) == []  # nothing left: no kernel writes
+    assert nl.calls == []
 
 
 def test_vxlan_device_with_other_vni_is_recreated() -> None:

@@ -20,7 +20,7 @@ from submariner.broker.api.meta import APIResource
 from submariner.broker.api.submariner import Connection, EndpointSpec
 from submariner.broker.kube import LEASES, SERVICES, ClientFactory, Informer, KubeError, NotFound
 from submariner.dataplane.netlink import Netlink
-from submariner.gateway.cable.driver import CableDriver, DriverContext, new_driver
+from submariner.gateway.cable.driver import CableDriver, DriverContext, new_driver, remove_other_drivers_leftovers
 from submariner.gateway.config import LEASE_NAME, GatewayConfig
 from submariner.gateway.datastore import DatastoreSyncer, cluster_object
 from submariner.gateway.election import LeaderElector
@@ -179,6 +179,9 @@ class Gateway:
     def _become_active(self) -> None:
         if self.nl.get_sysctl("net.ipv4.conf.all.send_redirects") not in (None, "0"):
             self.nl.set_sysctl("net.ipv4.conf.all.send_redirects", "0")  # the node's netns (hostNetwork pod)
+        removed = remove_other_drivers_leftovers(self.cfg.cable_driver, self.nl)
+        if removed:
+            log.info("removed kernel state left by the %s cable driver(s)", ", ".join(removed))
         driver = self.new_driver()  # drivers may add backend_config keys (wireguard publicKey) to self.spec
         self.driver = driver
         engine = CableEngine(self.spec, driver)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from submariner.broker.api.submariner import Connection, EndpointSpec
+from submariner.dataplane.netlink import Netlink
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,29 @@ class DriverContext:
 
 
 DriverFactory = Callable[[DriverContext], CableDriver]
+LeftoverCleanup = Callable[[Netlink], bool]
+"""Removes a driver's node-wide kernel state given a Netlink; True if something was there."""
 _REGISTRY: dict[str, DriverFactory] = {}
+_LEFTOVERS: dict[str, LeftoverCleanup] = {}
 
 
 def register(name: str, factory: DriverFactory) -> None:
     """Drivers self-register under their backend name (`vxlan`, `wireguard`, `libreswan`)."""
     _REGISTRY[name] = factory
+
+
+def register_leftovers(name: str, cleanup: LeftoverCleanup) -> None:
+    """Kernel state a driver leaves on the node after its process is gone (processes die with the gateway
+    pod; devices like vxlan-tunnel do not)."""
+    _LEFTOVERS[name] = cleanup
+
+
+def remove_other_drivers_leftovers(name: str, netlink: Netlink) -> list[str]:
+    """Before `name`'s Init: remove what other drivers left on this node (the node's gateway used another
+    driver before: vxlan-tunnel keeps UDP 4500 bound, so wireguard's listen port would be "in use").
+    Returns the drivers whose state was removed."""
+    _load_builtins()
+    return [other for other, cleanup in sorted(_LEFTOVERS.items()) if other != name and cleanup(netlink)]
 
 
 def supported() -> list[str]:

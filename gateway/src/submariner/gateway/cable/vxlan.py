@@ -22,6 +22,7 @@ from submariner.gateway.cable.driver import (
     NATEndpointInfo,
     connection,
     register,
+    register_leftovers,
 )
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,16 @@ class VxlanDriver:
         return [connection(spec, "connected", "", using_ip=ip) for spec, ip in self._connections.values()]
 
     def cleanup(self) -> None:
-        self.nl.flush_table(TABLE)
-        self.nl.delete_link(DEVICE)
-        self.nl.delete_rule(Rule(TABLE, PRIORITY))
+        remove_leftovers(self.nl)
         self._connections.clear()
+
+
+def remove_leftovers(nl: Netlink) -> bool:
+    """The device, table-100 routes and rule; True if any was there."""
+    routes = nl.flush_table(TABLE)
+    device = nl.delete_link(DEVICE)
+    rule = nl.delete_rule(Rule(TABLE, PRIORITY))
+    return bool(routes or device or rule)
 
 
 def _factory(ctx: DriverContext) -> CableDriver:
@@ -148,3 +155,4 @@ def _factory(ctx: DriverContext) -> CableDriver:
 
 
 register(NAME, _factory)
+register_leftovers(NAME, remove_leftovers)
