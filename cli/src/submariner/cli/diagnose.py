@@ -1,8 +1,9 @@
 """`subctl diagnose …` (subctl.md §3.3, §4.4): single-cluster checks over the published objects.
 
 Everything is read from the API (workload status, Gateway/RouteAgent objects, ServiceExport conditions,
-the CoreDNS ConfigMap); the only direct probe is one DNS query to Lighthouse DNS, reported as a warning when
-the service address is not reachable from where subctl runs.
+the CoreDNS ConfigMap); the direct probes are one DNS query to Lighthouse DNS (a warning when the service
+address is not reachable from where subctl runs) and the firewall checks, which capture probe packets in pods
+(`firewall`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 import click
 
 from submariner.broker.kube import ClientFactory, Cluster, KubeError, NotFound, Obj
-from submariner.cli import OPERATOR_NAMESPACE
+from submariner.cli import OPERATOR_NAMESPACE, firewall
 from submariner.cli import manifests as m
 from submariner.cli.discovery import discover
 from submariner.cli.errors import CliError, version_trailer
-from submariner.cli.kubeconf import KubeFlags, connect, select_contexts
+from submariner.cli.kubeconf import KubeFlags, connect, resolve, select_contexts
 from submariner.cli.options import kube_options, split_list
 from submariner.cli.reporter import Reporter
 from submariner.cli.resources import (
@@ -93,8 +94,11 @@ def _cidrs(values: Any) -> list[ipaddress.IPv4Network]:
 class Checks:
     """The checks of one cluster; each reports through the reporter and returns whether it passed."""
 
-    def __init__(self, kube: ClientFactory, reporter: Reporter, ns: str = OPERATOR_NAMESPACE) -> None:
+    def __init__(self, kube: ClientFactory, reporter: Reporter, ns: str = OPERATOR_NAMESPACE,
+                 options: firewall.Options | None = None, name: str = "") -> None:
         self.kube, self.r, self.ns = kube, reporter, ns
+        self.options = options or firewall.Options(namespace=ns)
+        self.name = name
         self.submariner = _get(kube, SUBMARINERS, ns, m.SUBMARINER_CR)
         self.discovery = _get(kube, SERVICE_DISCOVERIES, ns, m.SERVICE_DISCOVERY_CR)
 
@@ -309,6 +313,10 @@ class Checks:
         return ok
 
 
+    def firewall_intra_cluster(self) -> bool:
+        return firewall.intra_cluster(firewall.Side(self.kube, self.name, self.submariner), self.r, self.options)
+
+
 def query_lighthouse(ip: str, timeout: float = 1.0) -> tuple[bool, str]:
     """One SOA query for clusterset.local; only an authoritative answer counts (Lighthouse DNS owns the zone,
     while a resolver or a transparent DNS proxy on the way would answer without the AA flag)."""
@@ -334,11 +342,14 @@ CHECKS: dict[str, Callable[[Checks], bool]] = {
     "deployment": Checks.deployment,
     "connections": Checks.connections,
     "service-discovery": Checks.service_discovery,
+    "firewall-intra-cluster": Checks.firewall_intra_cluster,
 }
-ALL = ("k8s-version", "deployment", "cni", "connections", "kube-proxy-mode", "service-discovery")
+ALL = ("k8s-version", "deployment", "cni", "connections", "kube-proxy-mode", "firewall-intra-cluster",
+       "service-discovery")
 
 
-def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace: str, reporter: Reporter) -> bool:
+def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace: str, reporter: Reporter,
+        options: firewall.Options | None = None) -> bool:
     ok = True
     with_header = not kube.context
     for ctx in select_contexts(kube, contexts, reporter.warning):
@@ -346,7 +357,7 @@ def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace:
             sys.stdout.write(f'Cluster "{ctx.cluster}"\n')
             sys.stdout.flush()
         try:
-            checks = Checks(connect(kube, ctx.name), reporter, namespace)
+            checks = Checks(connect(kube, ctx.name), reporter, namespace, options, ctx.cluster)
             for i, name in enumerate(names):
                 if i:
                     sys.stderr.write("\n")
@@ -361,17 +372,62 @@ def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace:
     return ok
 
 
-def _make(name: str, help_text: str, checks: tuple[str, ...]) -> click.Command:
+def _validation_options(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option("--verbose", is_flag=True, help="produce verbose logs during validation")(f)
+    return click.option("--validation-timeout", type=click.IntRange(min=1), default=90, show_default=True,
+                        help="timeout in seconds while validating the connection attempt")(f)
+
+
+def _make(name: str, help_text: str, checks: tuple[str, ...], validation: bool = False) -> click.Command:
     @click.command(name, help=help_text)
     @click.option("-n", "--namespace", default=OPERATOR_NAMESPACE, show_default=True, help="Submariner namespace")
     @click.option("--contexts", multiple=True, help="comma-separated contexts to diagnose (default: all)")
     @kube_options
-    def cmd(kube: KubeFlags, namespace: str, contexts: tuple[str, ...]) -> None:
+    def cmd(kube: KubeFlags, namespace: str, contexts: tuple[str, ...], validation_timeout: int = 90,
+            verbose: bool = False) -> None:
         reporter = Reporter()
+        options = firewall.Options(float(validation_timeout), verbose, namespace)
         try:
-            ok = run(kube, checks, split_list(contexts), namespace, reporter)
+            ok = run(kube, checks, split_list(contexts), namespace, reporter, options)
         except CliError as e:
             reporter.error(e, e.message)
+            ok = False
+        if not ok:
+            version_trailer()
+            raise SystemExit(1)
+
+    return _validation_options(cmd) if validation else cmd
+
+
+def _remote_flags(kube: KubeFlags, remotecontext: str | None, remoteconfig: str | None) -> KubeFlags:
+    if not remotecontext and not remoteconfig:
+        raise click.UsageError("This command requires two kube contexts: the local one (--context or the current "
+                               "context) and the remote one (--remotecontext)")
+    return KubeFlags(kubeconfig=remoteconfig or kube.kubeconfig, context=remotecontext)
+
+
+def _make_inter(name: str, help_text: str, nat_discovery: bool) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.option("-n", "--namespace", default=OPERATOR_NAMESPACE, show_default=True, help="Submariner namespace")
+    @click.option("--remotecontext", default=None, help="the remote cluster's kubeconfig context")
+    @click.option("--remoteconfig", default=None, help="the remote cluster's kubeconfig file(s)")
+    @_validation_options
+    @kube_options
+    def cmd(kube: KubeFlags, namespace: str, remotecontext: str | None, remoteconfig: str | None,
+            validation_timeout: int, verbose: bool) -> None:
+        reporter = Reporter()
+        remote_flags = _remote_flags(kube, remotecontext, remoteconfig)
+        options = firewall.Options(float(validation_timeout), verbose, namespace)
+        try:
+            sides = []
+            for flags in (kube, remote_flags):
+                ctx = resolve(flags)
+                client = connect(flags, ctx.name)
+                sides.append(firewall.Side(client, ctx.cluster, _get(client, SUBMARINERS, namespace,
+                                                                     m.SUBMARINER_CR)))
+            ok = firewall.inter_cluster(sides[0], sides[1], reporter, options, nat_discovery=nat_discovery)
+        except (CliError, KubeError) as e:
+            reporter.error(e, e.message if isinstance(e, CliError) else "")
             ok = False
         if not ok:
             version_trailer()
@@ -385,7 +441,13 @@ def diagnose_group() -> None:
     """Run diagnostic checks on the Submariner deployment and report any issues"""
 
 
-diagnose_group.add_command(_make("all", "Run all diagnostic checks (except those requiring two kubecontexts)", ALL))
+@diagnose_group.group("firewall")
+def firewall_group() -> None:
+    """Check the firewall configuration"""
+
+
+diagnose_group.add_command(_make("all", "Run all diagnostic checks (except those requiring two kubecontexts)", ALL,
+                                 validation=True))
 for _name, _help in (
     ("k8s-version", "Check the Kubernetes version"),
     ("cni", "Check the CNI network plugin"),
@@ -395,3 +457,9 @@ for _name, _help in (
     ("service-discovery", "Check service discovery: exports, the CoreDNS forward, Lighthouse DNS"),
 ):
     diagnose_group.add_command(_make(_name, _help, (_name,)))
+firewall_group.add_command(_make("intra-cluster", "Check firewall access for intra-cluster Submariner VxLAN traffic",
+                                 ("firewall-intra-cluster",), validation=True))
+firewall_group.add_command(_make_inter("inter-cluster", "Check firewall access to setup tunnels between the Gateway "
+                                       "nodes", nat_discovery=False))
+firewall_group.add_command(_make_inter("nat-discovery", "Check firewall access for nat-discovery to function "
+                                       "properly", nat_discovery=True))

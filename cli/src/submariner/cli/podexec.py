@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from submariner.broker.kube import Cluster
 
 
 def exec_in_pod(cluster: Cluster, namespace: str, pod: str, command: list[str], timeout: float) -> tuple[int, str]:
-    """Exit code and combined output; a command still running after `timeout` seconds counts as failed."""
-    from kubernetes.client import CoreV1Api
+    """Exit code and combined output; a command still running after `timeout` seconds counts as failed.
+
+    Each call gets its own ApiClient: `kubernetes.stream.stream` swaps the client's `request` for a WebSocket
+    one while it runs, so concurrent execs (a sniffer beside a sender) on a shared client would leave it swapped
+    and break every later REST call."""
+    from kubernetes.client import ApiClient, CoreV1Api
+
+    with ApiClient(cluster.configuration) as client:
+        return _exec(CoreV1Api(client), namespace, pod, command, timeout)
+
+
+def _exec(api: Any, namespace: str, pod: str, command: list[str], timeout: float) -> tuple[int, str]:
     from kubernetes.stream import stream
 
-    api = CoreV1Api(cluster.api_client)
     resp = stream(api.connect_get_namespaced_pod_exec, pod, namespace, command=command, stderr=True, stdin=False,
                   stdout=True, tty=False, _preload_content=False)
     out: list[str] = []

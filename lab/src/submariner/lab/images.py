@@ -78,7 +78,7 @@ _ENTRY_POINTS: dict[str, str] = {
     "submariner/submariner-globalnet": "submariner-globalnet",
 }
 _COREDNS = ("coredns/coredns", "submariner/lighthouse-coredns")
-_SLEEPERS = ("busybox", "nicolaka/netshoot")
+_SLEEPERS = ("busybox", "nicolaka/netshoot", "submariner/nettest")  # nettest: subctl diagnose firewall
 _UNSUPPORTED = {
     "submariner/submariner-operator": (
         "the Submariner operator does not run in the lab: `subctl join` on a lab cluster deploys the "
