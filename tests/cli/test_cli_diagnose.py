@@ -79,3 +79,27 @@ def test_diagnose_flow(env3: Env, subctl: Run) -> None:
     r = subctl("diagnose", "all", "--context", "test-c1")
     assert r.code == 1  # the c2 connection is down
     assert r.out.endswith(SKIP_FIREWALL + "\n")
+
+
+def test_diagnose_firewall_commands_without_a_datapath(env3: Env, subctl: Run) -> None:
+    """What the firewall checks say before they could send anything (the lab test sends real packets)."""
+    kc = env3.kubeconfig
+    r = subctl("diagnose", "firewall", "inter-cluster", "--context", "test-c1", cwd=env3.workdir, kubeconfig=kc)
+    assert r.code == 1 and "requires two kube contexts" in r.err and "--remotecontext" in r.err
+    r = subctl("diagnose", "firewall", "intra-cluster", "--context", "test-c1")
+    assert r.code == 0 and r.err == " ⚠ Submariner connectivity feature is not installed\n"
+    r = subctl("diagnose", "firewall", "nat-discovery", "--context", "test-c1", "--remotecontext", "test-c2")
+    assert r.code == 1
+    assert ' ✗ Submariner connectivity feature is not installed on cluster "test-c1"\n' in r.err
+
+    assert subctl("--context", "test-broker", "deploy-broker").code == 0
+    assert subctl("--context", "test-c1", "join", "broker-info.subm", "--clusterid", "c1").code == 0
+    r = subctl("diagnose", "firewall", "intra-cluster", "--context", "test-c1", "--validation-timeout", "5")
+    assert r.code == 1
+    assert r.err.startswith(" • Checking that firewall configuration allows intra-cluster VXLAN traffic  ...\n"
+                            " ✗ Checking that firewall configuration allows intra-cluster VXLAN traffic\n"
+                            ' ✗ Unable to obtain a remote endpoint: cluster "test-c1" knows no remote Endpoint'), r.err
+    r = subctl("diagnose", "all", "--context", "test-c1", "--validation-timeout", "5")
+    assert " ✗ Checking that firewall configuration allows intra-cluster VXLAN traffic\n" in r.err
+    r = subctl("diagnose", "firewall", "inter-cluster", "--context", "test-c1", "--remotecontext", "test-c2")
+    assert r.code == 1 and 'on cluster "test-c2"' in r.err  # c2 has not joined
