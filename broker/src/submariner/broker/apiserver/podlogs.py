@@ -61,6 +61,7 @@ async def serve(request: web.Request, pod: Mapping[str, Any], backend: FileLogBa
         data = path.read_bytes()
     except FileNotFoundError:
         data = b""
+    offset = len(data)  # follow from what was read, not from a later size (lines written in between would be lost)
     if "tailLines" in query:
         try:
             data = _tail(data, int(query["tailLines"]))
@@ -74,7 +75,6 @@ async def serve(request: web.Request, pod: Mapping[str, Any], backend: FileLogBa
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await response.prepare(request)
     await response.write(data)
-    offset = path.stat().st_size if path.exists() else 0
     while path.exists():  # the kubelet removes the directory with the pod
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
         with contextlib.suppress(OSError):
