@@ -266,3 +266,15 @@ def test_remote_endpoint_changing_only_its_backend_refreshes_the_cable_and_the_g
         assert installed.spec["backend"] == "vxlan"
     finally:
         gw.stop()
+
+
+def test_the_active_gateways_health_verdicts_wake_its_gateway_cr_sync() -> None:
+    local = FakeCluster("east", no_status_subresource=frozenset({"gateways", "configmaps", "secrets"}))
+    gw = gateway(local, FakeCluster("broker"), "node-a", "192.168.1.10", SUBMARINER_HEALTHCHECKENABLED="true")
+    gw.start()
+    try:
+        wait("active", lambda: gw.active)
+        assert gw.health is not None and gw.status.health is gw.health
+        assert gw.health.on_change == gw.status.sync_soon
+    finally:
+        gw.stop()

@@ -307,7 +307,7 @@ def test_two_clusters_over_wireguard_go(tmp_path: Path) -> None:
 
 
 def icmp_echo(netns: str, dst: str, count: int = 2) -> bool:
-    code = ("import sys\nfrom submariner.gateway.healthcheck import IcmpProber\n"
+    code = ("import sys\nfrom submariner.dataplane.healthcheck import IcmpProber\n"
             f"p = IcmpProber({dst!r}); ok = 0\n"
             f"for seq in range({count}):\n"
             "    try:\n        p.send(seq + 1)\n    except OSError:\n        continue\n"

@@ -9,9 +9,9 @@ from gwtest import spec
 
 from submariner.broker.api.submariner import GATEWAYS
 from submariner.broker.kube.fake import FakeCluster
+from submariner.dataplane.healthcheck import CONNECTED, ERROR, UNKNOWN, HealthChecker, Pinger, Statistics, go_duration
 from submariner.gateway.cable.driver import connection
 from submariner.gateway.gatewaystatus import GatewayStatusSyncer, merge_health
-from submariner.gateway.healthcheck import CONNECTED, ERROR, UNKNOWN, HealthChecker, Pinger, Statistics, go_duration
 
 NS = "submariner-operator"
 
@@ -79,11 +79,7 @@ def test_pinger_loop_with_scripted_prober() -> None:
         probers.append(ScriptedProber(answer=set() if len(probers) == 0 else None))
         return probers[-1]
 
-    p = Pinger("10.2.0.1", interval=0.01, max_loss=3, prober_factory=factory)
-    import submariner.gateway.healthcheck as hc
-
-    old = hc.RESTART_AFTER
-    hc.RESTART_AFTER = 0.05
+    p = Pinger("10.2.0.1", interval=0.01, max_loss=3, prober_factory=factory, restart_after=0.05)
     try:
         p.start()
         deadline = time.monotonic() + 5
@@ -96,7 +92,6 @@ def test_pinger_loop_with_scripted_prober() -> None:
         assert p.stats.latency() is not None
     finally:
         p.stop(wait=True)
-        hc.RESTART_AFTER = old
 
 
 class FakePinger:
@@ -236,11 +231,8 @@ class UnroutableFirst(ScriptedProber):
 
 
 def test_pinger_keeps_going_when_the_route_is_not_there_yet() -> None:
-    import submariner.gateway.healthcheck as hc
-
-    old = hc.RESTART_AFTER
-    hc.RESTART_AFTER = 30.0  # a restart would make this test time out
-    p = Pinger("10.2.0.1", interval=0.01, max_loss=5, prober_factory=lambda ip: UnroutableFirst())
+    p = Pinger("10.2.0.1", interval=0.01, max_loss=5, prober_factory=lambda ip: UnroutableFirst(),
+               restart_after=30.0)  # a restart would make this test time out
     try:
         p.start()
         deadline = time.monotonic() + 3
@@ -249,4 +241,115 @@ def test_pinger_keeps_going_when_the_route_is_not_there_yet() -> None:
         assert p.status == CONNECTED
     finally:
         p.stop(wait=True)
-        hc.RESTART_AFTER = old
+
+
+class ClockedProber:
+    """A prober on a fake clock: `receive` lets the clock run to its timeout unless a reply is due; echoes
+    sent before `up_at` are lost, later ones answered after `rtt`. Stops the pinger after `until`."""
+
+    def __init__(self, clock: Any, pinger: list[Pinger], *, up_at: float, rtt: float = 0.002,
+                 until: float = 200.0, down_at: float = float("inf")) -> None:
+        self.clock, self.pinger, self.up_at, self.rtt, self.until, self.down_at = clock, pinger, up_at, rtt, until, \
+            down_at
+        self.sent: list[tuple[float, int]] = []
+        self.due: list[tuple[float, int]] = []
+
+    def send(self, seq: int) -> None:
+        now = self.clock()
+        self.sent.append((now, seq))
+        if self.up_at <= now < self.down_at:
+            self.due.append((now + self.rtt, seq))
+        if now >= self.until:
+            self.pinger[0].stop()
+
+    def receive(self, timeout: float) -> int | None:
+        if self.due and self.due[0][0] <= self.clock() + timeout:
+            at, seq = self.due.pop(0)
+            self.clock.now = max(self.clock.now, at)
+            return seq
+        self.clock.advance(timeout)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def run_clocked(start: float, **kw: Any) -> tuple[Pinger, ClockedProber, list[tuple[float, str]]]:
+    from gwtest import Clock
+
+    clock = Clock(start)
+    holder: list[Pinger] = []
+    prober = ClockedProber(clock, holder, **kw)
+    changes: list[tuple[float, str]] = []
+    p = Pinger("10.9.1.1", interval=60, max_loss=5, prober_factory=lambda ip: prober, clock=clock, restart_after=0,
+               on_change=lambda: changes.append((clock.now - start, p.status)))
+    holder.append(p)
+    p._run()  # in this thread; the prober stops it
+    return p, prober, changes
+
+
+def test_unconfirmed_path_repeats_the_echo_within_the_interval_and_counts_intervals_only() -> None:
+    """The route agent pings every 60 s: an echo lost while the cable was being built is repeated after 1, 2,
+    4, 8 … s, so the first verdict comes seconds after the path works, not a minute later; once connected,
+    one echo per interval."""
+    p, prober, changes = run_clocked(1000.0, up_at=1005.0, until=1000.0 + 120)
+    offsets = [round(t - 1000.0, 3) for t, _ in prober.sent]
+    assert offsets == [0, 1, 2, 4, 8, 60, 120]
+    assert [(round(t, 3), st) for t, st in changes] == [(8.002, "connected")]
+    assert p.status == "connected" and p.stats.latency() is not None
+
+
+def test_dead_path_still_errors_after_max_loss_intervals_with_repeats_bounded() -> None:
+    p, prober, changes = run_clocked(1000.0, up_at=float("inf"), until=1000.0 + 300)
+    assert changes == [(300.0, "error")]  # 6th counted send: 6 sent - 0 received > 5
+    per_interval = [sum(1 for t, _ in prober.sent if k * 60 <= t - 1000.0 < (k + 1) * 60) for k in range(5)]
+    assert per_interval == [7] * 5  # 1 counted + repeats at 1, 2, 4, 8, 16, 32 s
+    assert p.status == "error"
+
+
+def test_verdict_changes_are_pushed_once_per_change() -> None:
+    p, _, changes = run_clocked(1000.0, up_at=1000.0, down_at=1000.0 + 100, until=1000.0 + 600)
+    assert [s for _, s in changes] == ["connected", "error"]
+    assert changes[1][0] == 420.0  # last reply to the echo at 60 s; sends at 120..420 unanswered: 6th > 5
+    assert p.status == "error"
+
+
+def test_a_verdict_change_writes_the_gateway_cr_at_once() -> None:
+    """Dead-cluster detection must not wait for the next periodic sync (60 s here): the pinger's verdict
+    change wakes the syncer."""
+    cluster = FakeCluster(no_status_subresource=frozenset({"gateways"}))
+    prober = ScriptedProber()  # answers every echo until told otherwise
+    west = spec("west", "192.168.2.20", health_ip="10.2.0.1")
+    syncer = GatewayStatusSyncer(cluster, NS, "gw1", local_endpoint=lambda: spec("east", "192.168.1.10"),  # type: ignore[arg-type, return-value]
+                                 ha_status=lambda: "active",
+                                 connections=lambda: [connection(west, "connected", "", using_ip="192.168.2.20")],  # type: ignore[arg-type]
+                                 interval=60.0)
+    hc = HealthChecker("east", interval=0.05, max_loss=2, prober_factory=lambda ip: prober,
+                       on_change=syncer.sync_soon)
+    syncer.health = hc
+    client = cluster.resource(GATEWAYS)
+
+    def shown() -> tuple[str, bool]:
+        try:
+            [conn] = client.get(NS, "gw1")["status"]["connections"]
+        except Exception:
+            return ("", False)
+        return (str(conn["status"]), "latencyRTT" in conn)
+
+    syncer.start()
+    try:
+        hc.endpoint_updated(west)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 3
+        while shown() != ("connected", True) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert shown() == ("connected", True)
+        prober.answer = set()  # the remote gateway drops off the network
+        lost_at = time.monotonic()
+        while shown()[0] != "error" and time.monotonic() < lost_at + 3:
+            time.sleep(0.01)
+        took = time.monotonic() - lost_at
+        assert shown()[0] == "error"
+        assert took < 1.0, f"Gateway CR showed the error after {took:.2f} s"  # 2 lost echoes at 50 ms + a write
+    finally:
+        hc.stop()
+        syncer.stop()

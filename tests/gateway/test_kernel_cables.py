@@ -55,7 +55,7 @@ def _driver(ns: str, private_ip: str, subnet: str, cni: str) -> tuple[vxlan.Vxla
 
 def icmp_echo(pair: Pair, ns: str, dst: str, count: int = 2) -> bool:
     """Echo requests from inside `ns` with the health checker's own raw-socket prober (no ping binary here)."""
-    code = ("import sys\nfrom submariner.gateway.healthcheck import IcmpProber\n"
+    code = ("import sys\nfrom submariner.dataplane.healthcheck import IcmpProber\n"
             f"p = IcmpProber({dst!r}); ok = 0\n"
             f"for seq in range({count}):\n"
             "    try:\n        p.send(seq + 1)\n    except OSError:\n        continue\n"
@@ -103,7 +103,7 @@ def test_vxlan_cable_between_namespaces() -> None:
             assert (_snapshot(pair, pair.a), _snapshot(pair, pair.b)) == (snap_a, snap_b)
 
             # the health checker's pinger, run inside node a, sees the remote CNI IP through the cable
-            code = ("import sys, time; from submariner.gateway.healthcheck import Pinger\n"
+            code = ("import sys, time; from submariner.dataplane.healthcheck import Pinger\n"
                     f"p = Pinger({pair.b_cni!r}, interval=0.1, max_loss=5); p.start()\n"
                     "deadline = time.time() + 5\n"
                     "while p.status != 'connected' and time.time() < deadline: time.sleep(0.05)\n"

@@ -10,10 +10,10 @@ from typing import Any
 from submariner.broker.api.submariner import ENDPOINTS, ROUTE_AGENTS
 from submariner.broker.kube import NotFound
 from submariner.broker.kube.fake import FakeCluster
+from submariner.dataplane.healthcheck import HealthChecker, Pinger
 from submariner.dataplane.netlink import FakeNetlink
 from submariner.dataplane.packetfilter import FakePacketFilter
 from submariner.dataplane.packetfilter.ipset import FakeIPSets
-from submariner.gateway.healthcheck import HealthChecker, Pinger
 from submariner.routeagent.agent import NODES, RouteAgent
 from submariner.routeagent.config import Settings
 from submariner.routeagent.reconciler import Reconciler
@@ -131,3 +131,72 @@ def test_agent_writes_status_and_deletes_it_on_stop() -> None:
         thread.join(5)
     assert not thread.is_alive()
     assert remotes() == ["<absent>"]
+
+
+class CableLater:
+    """Echo replies only once `up` is set (the local gateway's cable to the remote is still being built)."""
+
+    def __init__(self) -> None:
+        self.up = threading.Event()
+        self.pending: list[int] = []
+
+    def send(self, seq: int) -> None:
+        if self.up.is_set():
+            self.pending.append(seq)
+
+    def receive(self, timeout: float) -> int | None:
+        if self.pending:
+            return self.pending.pop(0)
+        time.sleep(min(timeout, 0.01))
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_first_verdict_comes_within_seconds_and_is_written_without_a_reconcile() -> None:
+    """Reported: a non-gateway node stayed "connecting" although the remote health IP answered pings. The
+    first echo went out before the cable was up; the next was due a minute later (interval x 60) and the
+    verdict waited for the next periodic write. Now the echo is repeated after 1, 2, 4 … s while unconfirmed
+    and a verdict change wakes the status report (not a reconcile)."""
+    kube = FakeCluster()
+    nl = FakeNetlink()
+    nl.add_link("eth0", 1500, ["192.168.1.11/24"])
+    settings = Settings(cluster_id="c1", node_name="w1", cluster_cidrs=("10.8.0.0/16",), resync=60,
+                        status_interval=60)
+    prober = CableLater()
+    rep = StatusReporter(settings, kube, prober_factory=lambda ip: prober)
+    agent = RouteAgent(settings, kube, Reconciler(settings, nl, FakePacketFilter(), FakeIPSets()), status=rep)
+    kube.resource(NODES).create({"metadata": {"name": "w1"},
+                                 "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.11"}]}})
+    kube.resource(ENDPOINTS).create(endpoint("c1", "gw", "192.168.1.10"))
+    kube.resource(ENDPOINTS).create(endpoint("c2", "gw2", "172.18.0.5", "10.9.1.1"))
+    thread = threading.Thread(target=agent.run)
+    thread.start()
+    client = kube.resource(ROUTE_AGENTS)
+
+    def verdict() -> str:
+        try:
+            return str(client.get(NS, "w1")["status"]["remoteEndpoints"][0]["status"])
+        except (NotFound, IndexError, KeyError):
+            return ""
+
+    try:
+        deadline = time.monotonic() + 10
+        while verdict() != "connecting" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert verdict() == "connecting"
+        passes = agent.passes
+        prober.up.set()
+        up_at = time.monotonic()
+        while verdict() != "connected" and time.monotonic() < up_at + 10:
+            time.sleep(0.02)
+        took = time.monotonic() - up_at
+        assert verdict() == "connected"
+        assert took < 5.0, f"connected shown after {took:.1f} s"  # first repeats at 1, 2, 4 s after the echo
+        assert agent.passes == passes  # the write did not need a reconcile
+    finally:
+        agent.stop()
+        thread.join(5)
+        rep.checker.stop()
+    assert not thread.is_alive()

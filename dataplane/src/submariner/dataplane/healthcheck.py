@@ -1,9 +1,12 @@
-"""Health checking (dataplane.md §2.10): an ICMP pinger per remote Endpoint's `healthCheckIP`.
+"""Health checking (dataplane.md §2.10, §3.6): an ICMP pinger per remote Endpoint's `healthCheckIP`.
 
-Tunnel drivers report whether a cable is *configured*; only traffic through it proves it works. The leader
-pings each remote gateway's CNI IP through the cable and the Gateway CR shows the verdict and RTT figures.
+Tunnel drivers report whether a cable is *configured*; only traffic through it proves it works. The active
+gateway pings each remote gateway's CNI IP through the cable (every HEALTHCHECKINTERVAL s) and the route agent
+on every other node does the same through vx-submariner (every HEALTHCHECKINTERVAL x 60 s); both report the
+verdict and RTT figures the same way, so the pinger lives here, beside the other seams both daemons share.
 `Pinger` holds the loss/restart logic on an injectable clock and a `Prober` seam; `IcmpProber` is the raw
-socket implementation.
+socket implementation. Verdict changes are pushed (`on_change`) so callers publish them at once instead of
+at their next periodic write.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 CONNECTED, ERROR, UNKNOWN = "connected", "error", "unknown"
 WINDOW = 1000
 RESTART_AFTER = 5.0
+"""After an error verdict the pinger starts a fresh session this much later (upstream's 5 s)."""
+RETRY_FIRST = 1.0
+"""First repeat of an unanswered echo while the path is unconfirmed (then 2, 4, … s within the interval)."""
 
 
 def go_duration(seconds: float) -> str:
@@ -131,16 +137,27 @@ class IcmpProber:
 
 
 class Pinger:
-    """Sends an echo every `interval`; more than `max_loss` unanswered → error, restart after 5 s."""
+    """Sends an echo every `interval`; more than `max_loss` unanswered → error, restart after 5 s.
+
+    While the path is not confirmed (no reply yet, or after an error) the echo of the current interval is
+    repeated after 1, 2, 4, … s (`retry_first`, doubling, within the interval): with the route agent's 60 s
+    interval a first echo lost because the cable was still being built would otherwise leave the node
+    "connecting" for a whole minute. Repeats do not count as sends: the loss threshold keeps its meaning
+    (`max_loss` intervals without a reply), only the first verdict comes sooner."""
 
     def __init__(self, ip: str, *, interval: float = 1.0, max_loss: int = 5,
                  prober_factory: Callable[[str], Prober] = IcmpProber,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, restart_after: float = RESTART_AFTER,
+                 retry_first: float = RETRY_FIRST, on_change: Callable[[], None] | None = None) -> None:
         self.ip = ip
         self.interval = interval
         self.max_loss = max_loss
         self.prober_factory = prober_factory
         self.clock = clock
+        self.restart_after = restart_after
+        self.retry_first = retry_first
+        self.on_change = on_change
+        """Called (from the pinger's thread) when status or message changed."""
         self.status = UNKNOWN
         self.message = ""
         self.stats = Statistics()
@@ -156,20 +173,26 @@ class Pinger:
         """Account for one echo about to go out; False when the loss threshold is crossed (stop + restart)."""
         self.sent += 1
         if self.sent - self.received > self.max_loss:
-            self.status = ERROR
-            self.message = f'Failed to successfully ping the remote endpoint IP "{self.ip}"'
+            self._set(ERROR, f'Failed to successfully ping the remote endpoint IP "{self.ip}"')
             return False
         return True
 
     def on_reply(self, rtt: float) -> None:
-        self.status = CONNECTED
-        self.message = ""
         self.stats.update(rtt)
         self.sent = self.received = 0
+        self._set(CONNECTED, "")
 
     def on_failure(self, error: str) -> None:
-        self.status = UNKNOWN
-        self.message = error
+        self._set(UNKNOWN, error)
+
+    def _set(self, status: str, message: str) -> None:
+        changed = (status, message) != (self.status, self.message)
+        self.status, self.message = status, message
+        if changed and self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # a listener's failure must not stop the pinging
+                log.exception("health check: change listener failed")
 
     # -- the loop -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -188,7 +211,7 @@ class Pinger:
                 prober = self.prober_factory(self.ip)
             except OSError as e:
                 self.on_failure(f"cannot open an ICMP socket: {e}")
-                if self._stop.wait(RESTART_AFTER):
+                if self._stop.wait(self.restart_after):
                     return
                 continue
             try:
@@ -198,7 +221,7 @@ class Pinger:
             finally:
                 prober.close()
             self.sent = self.received = 0
-            if self._stop.wait(RESTART_AFTER):
+            if self._stop.wait(self.restart_after):
                 return
 
     def _session(self, prober: Prober) -> None:
@@ -206,35 +229,53 @@ class Pinger:
             if not self.on_send():
                 log.info("health check: %s", self.message)
                 return
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._sent_at[self._seq] = self.clock()
-            try:
-                prober.send(self._seq)
-            except OSError as e:  # no route yet (cable still being built): a lost echo, not a broken pinger
-                log.debug("echo to %s not sent: %s", self.ip, e)
-            deadline = self.clock() + self.interval
+            start = self.clock()
+            deadline = start + self.interval
+            retry = self.retry_first
+            self._echo(prober)
             while (left := deadline - self.clock()) > 0 and not self._stop.is_set():
-                seq = prober.receive(left)
-                if seq is None:
+                repeat_at = start + retry if self.status != CONNECTED and retry > 0 else deadline
+                seq = prober.receive(max(0.0, min(left, repeat_at - self.clock())))
+                if seq is not None:
+                    sent_at = self._sent_at.pop(seq, None)
+                    if sent_at is not None:
+                        self.received += 1
+                        self.on_reply(self.clock() - sent_at)
+                elif repeat_at < deadline and self.clock() >= repeat_at:
+                    self._echo(prober)  # unconfirmed path: ask again well before the next interval
+                    retry *= 2
+                elif repeat_at >= deadline:
                     break
-                sent_at = self._sent_at.pop(seq, None)
-                if sent_at is not None:
-                    self.received += 1
-                    self.on_reply(self.clock() - sent_at)
             if len(self._sent_at) > 64:
                 self._sent_at = dict(list(self._sent_at.items())[-16:])
             left = deadline - self.clock()
             if left > 0 and self._stop.wait(left):
                 return
 
+    def _echo(self, prober: Prober) -> None:
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._sent_at[self._seq] = self.clock()
+        try:
+            prober.send(self._seq)
+        except OSError as e:  # no route yet (cable still being built): a lost echo, not a broken pinger
+            log.debug("echo to %s not sent: %s", self.ip, e)
+
 
 class HealthChecker:
-    """One pinger per remote Endpoint with a healthCheckIP; restarted when that IP changes."""
+    """One pinger per remote Endpoint with a healthCheckIP; restarted when that IP changes.
+
+    `on_change` is called from a pinger's thread whenever one of the verdicts changes (the gateway writes its
+    Gateway CR, the route agent its RouteAgent, at once). A custom `pinger_factory` wires it itself."""
 
     def __init__(self, local_cluster_id: str, *, interval: float = 1.0, max_loss: int = 5,
-                 pinger_factory: Callable[[str], Pinger] | None = None) -> None:
+                 pinger_factory: Callable[[str], Pinger] | None = None,
+                 prober_factory: Callable[[str], Prober] = IcmpProber,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.local_cluster_id = local_cluster_id
-        self._factory = pinger_factory or (lambda ip: Pinger(ip, interval=interval, max_loss=max_loss))
+        self.on_change = on_change
+        self._factory = pinger_factory or (
+            lambda ip: Pinger(ip, interval=interval, max_loss=max_loss, prober_factory=prober_factory,
+                              on_change=self._changed))
         self._pingers: dict[str, Pinger] = {}  # cable name -> pinger
         self._lock = threading.Lock()
 
@@ -254,6 +295,10 @@ class HealthChecker:
                 pinger = self._factory(ip)
                 self._pingers[name] = pinger
                 pinger.start()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def endpoint_removed(self, spec: EndpointSpec) -> None:
         with self._lock:

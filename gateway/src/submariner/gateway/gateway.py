@@ -19,6 +19,7 @@ from submariner.broker.api import labels as L
 from submariner.broker.api.meta import APIResource
 from submariner.broker.api.submariner import Connection, EndpointSpec
 from submariner.broker.kube import LEASES, SERVICES, ClientFactory, Informer, KubeError, NotFound
+from submariner.dataplane.healthcheck import HealthChecker
 from submariner.dataplane.netlink import Netlink
 from submariner.gateway.cable.driver import CableDriver, DriverContext, new_driver, remove_other_drivers_leftovers
 from submariner.gateway.config import LEASE_NAME, GatewayConfig
@@ -34,7 +35,6 @@ from submariner.gateway.endpoint import (
 )
 from submariner.gateway.engine import CableEngine
 from submariner.gateway.gatewaystatus import GatewayStatusSyncer
-from submariner.gateway.healthcheck import HealthChecker
 from submariner.gateway.natdiscovery import NATDiscovery
 from submariner.gateway.tunnel import TunnelController
 
@@ -203,8 +203,9 @@ class Gateway:
                 cluster_id=self.cfg.cluster_id, cluster=cluster, endpoint=self.spec)
             self.datastore.start()
         if self.health_enabled:
+            # a verdict change is published at once, not at the next status tick (dead-cluster detection)
             self.health = HealthChecker(self.cfg.cluster_id, interval=self.cfg.health.interval,
-                                        max_loss=self.cfg.health.max_packet_loss)
+                                        max_loss=self.cfg.health.max_packet_loss, on_change=self.status.sync_soon)
             self.status.health = self.health
         self.tunnels = TunnelController(self.local, self.cfg.namespace, engine, self.health)
         self.tunnels.start()

@@ -20,7 +20,7 @@ from submariner.broker.api import labels as L
 from submariner.broker.api.names import sanitize_name
 from submariner.broker.api.submariner import GATEWAYS, Connection, EndpointSpec
 from submariner.broker.kube import AlreadyExists, ClientFactory, Conflict, KubeError, NotFound, Obj, deep_copy
-from submariner.gateway.healthcheck import CONNECTED, ERROR, UNKNOWN, HealthChecker
+from submariner.dataplane.healthcheck import CONNECTED, ERROR, UNKNOWN, HealthChecker
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from submariner.broker.api.submariner import ENDPOINTS
 from submariner.broker.kube import ClientFactory, Informer, Obj
+from submariner.dataplane.healthcheck import HealthChecker
 from submariner.gateway.engine import CableEngine
-from submariner.gateway.healthcheck import HealthChecker
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,8 @@ class RouteAgent:
         self._written_verdicts: list[Any] = []
         self.backoff = backoff
         self.wake = threading.Event()
+        self.dirty = threading.Event()
+        """An informer event since the last reconcile (a health verdict change only wakes the status report)."""
         self.stopped = threading.Event()
         self.passes = 0
         self.failures = 0
@@ -43,9 +45,11 @@ class RouteAgent:
                               on_delete=self._changed, transform=_slim_node)
 
     def _changed(self, obj: Obj) -> None:
+        self.dirty.set()
         self.wake.set()
 
     def _updated(self, old: Obj, new: Obj) -> None:
+        self.dirty.set()
         self.wake.set()
 
     def stop(self) -> None:
@@ -53,16 +57,24 @@ class RouteAgent:
         self.wake.set()
 
     def run(self) -> None:
-        """Until stop(): sync the caches, then reconcile on every wake-up or resync period."""
+        """Until stop(): sync the caches, then reconcile on every informer event or resync period, and write the
+        RouteAgent object when a health verdict changed (without a reconcile) or every status_interval."""
+        if self.status is not None:
+            self.status.on_change = self.wake.set
         self.endpoints.start()
         self.nodes.start()
         try:
             while not self.stopped.is_set():
                 if self.endpoints.wait_for_sync(0.5) and self.nodes.wait_for_sync(0.5):
                     break
+            next_pass = float("-inf")
             while not self.stopped.is_set():
                 self.wake.clear()
-                delay = self._pass()
+                now = time.monotonic()
+                if self.dirty.is_set() or now >= next_pass:
+                    self.dirty.clear()
+                    next_pass = now + self._pass()
+                delay = next_pass - time.monotonic()
                 if self.status is not None:
                     delay = min(delay, self._report())
                 self.wake.wait(max(0.05, delay))

@@ -2,8 +2,10 @@
 
 Non-gateway nodes ping each remote `healthCheckIP` (through vx-submariner and the gateway, so a reply proves
 the whole path from this node) every HEALTHCHECKINTERVAL x 60 s with the gateway's loss threshold; the
-gateway node reports `none` (the gateway's own checker covers it). The pinger is the gateway's
-(`submariner.gateway.healthcheck`), so both report the same way.
+gateway node reports `none` (the gateway's own checker covers it). The pinger is the one the gateway runs
+(`submariner.dataplane.healthcheck`), so both report the same way; while a path is unconfirmed it repeats its
+echo within the minute, and each verdict change is written at once (`on_change`), so a node does not stay
+"connecting" for minutes after its first echo was lost to a cable still being built.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from submariner.broker.api.submariner import ROUTE_AGENTS
 from submariner.broker.kube import ClientFactory, NotFound, Obj, create_or_update
-from submariner.gateway.healthcheck import CONNECTED, ERROR, HealthChecker, Pinger
+from submariner.dataplane.healthcheck import CONNECTED, ERROR, HealthChecker, IcmpProber, Pinger, Prober
 from submariner.routeagent.config import Settings
 from submariner.routeagent.model import select_endpoints, spec_of
 
@@ -51,9 +53,13 @@ class StatusReporter:
     """Keeps the pingers in line with the remote Endpoints and writes the RouteAgent object."""
 
     def __init__(self, settings: Settings, kube: ClientFactory, *,
-                 checker_factory: Callable[[], HealthChecker] | None = None) -> None:
+                 checker_factory: Callable[[], HealthChecker] | None = None,
+                 prober_factory: Callable[[str], Prober] = IcmpProber) -> None:
         self.settings = settings
+        self.prober_factory = prober_factory
         self.client = kube.resource(ROUTE_AGENTS)
+        self.on_change: Callable[[], None] | None = None
+        """Called from a pinger's thread when a verdict changed (the agent writes the RouteAgent then)."""
         self.checker = (checker_factory or self._default_checker)()
         self.on_gateway = False
         self.remotes: list[Mapping[str, Any]] = []
@@ -63,7 +69,12 @@ class StatusReporter:
 
     def _default_checker(self) -> HealthChecker:
         return HealthChecker(self.settings.cluster_id, interval=self.settings.health_check_interval * 60,
-                             max_loss=self.settings.health_check_max_loss)
+                             max_loss=self.settings.health_check_max_loss, prober_factory=self.prober_factory,
+                             on_change=self._verdict_changed)
+
+    def _verdict_changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def observe(self, endpoints: Iterable[Mapping[str, Any]], failure: str = "") -> None:
         """After each reconcile: the current remotes, whether we are the gateway, and any reconcile error."""
