@@ -110,7 +110,12 @@ def test_intra_cluster_fails_when_the_gateway_node_drops_vxlan(clusterset: Clust
 def test_diagnose_all_runs_the_intra_cluster_firewall_check(clusterset: Clusterset) -> None:
     cs = clusterset
     r = cs.subctl("diagnose", "all", "--context", cs.ctx("c1"), "--validation-timeout", "20")
+    print("\n" + r.stderr)
     assert INTRA in r.stderr, r.stdout + r.stderr
+    assert " ✓ Checking that gateway metrics are accessible from non-gateway nodes\n" in r.stderr, r.stderr
+    # Lighthouse DNS answered the SOA query authoritatively, asked from inside c1 (the lighthouse-agent pod)
+    assert " ✓ Checking that Lighthouse DNS answers\n" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.endswith('Skipping inter-cluster firewall check as it requires two kubeconfigs. Please run "subctl '
                              'diagnose firewall inter-cluster" command manually.\n')
 

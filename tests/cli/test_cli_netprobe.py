@@ -83,6 +83,25 @@ def test_format_latency_reads_real_netperf_output() -> None:
         format_latency("netperf: command not found\n")
 
 
+def test_dns_query_and_verdict_agree_with_dnspython() -> None:
+    import dns.flags
+    import dns.message
+    import dns.rcode
+
+    wire = netprobe.dns_query_wire("x.ns.svc.clusterset.local", 0x1234)
+    query = dns.message.from_wire(wire)
+    assert str(query.question[0]) == "x.ns.svc.clusterset.local. IN A" and query.id == 0x1234
+    reply = dns.message.make_response(query)
+    reply.set_rcode(dns.rcode.NXDOMAIN)
+    assert netprobe.dns_verdict(reply.to_wire(), 0x1234) == (3, False)
+    reply.flags |= dns.flags.AA
+    assert netprobe.dns_verdict(reply.to_wire(), 0x1234) == (3, True)
+    with pytest.raises(ValueError):
+        netprobe.dns_verdict(reply.to_wire(), 0x4321)  # another query's answer
+    with pytest.raises(ValueError):
+        netprobe.dns_verdict(wire, 0x1234)  # a query, not a reply
+
+
 def test_bootstrap_runs_the_shipped_file() -> None:
     argv = netprobe.bootstrap()
     assert argv[:2] == ["python3", "-c"] and len(argv[2]) < 7000  # pods/exec passes it in the URL
@@ -197,3 +216,7 @@ def test_sniffer_sees_the_tag_and_rr_measures(netns: str) -> None:
     assert 0 < float(report["Minimum Latency Microseconds"]) <= float(report["Mean Latency Microseconds"]) <= \
         float(report["Maximum Latency Microseconds"])
     assert float(report["Transaction Rate Tran/s"]) > 100
+
+    refused = subprocess.run(_probe(netns, "http-get", "--url", "http://127.0.0.1:32780/metrics", "--retries", "1"),
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 7 and "failed after 2 attempts: ConnectionRefusedError" in refused.stderr

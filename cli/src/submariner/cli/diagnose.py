@@ -1,9 +1,8 @@
 """`subctl diagnose …` (subctl.md §3.3, §4.4): single-cluster checks over the published objects.
 
 Everything is read from the API (workload status, Gateway/RouteAgent objects, ServiceExport conditions,
-the CoreDNS ConfigMap); the direct probes are one DNS query to Lighthouse DNS (a warning when the service
-address is not reachable from where subctl runs) and the firewall checks, which capture probe packets in pods
-(`firewall`).
+the CoreDNS ConfigMap); the direct probes run in pods through pods/exec: one DNS query to Lighthouse DNS from
+the lighthouse-agent pod, and the metrics and firewall checks, which start their own pods (`firewall`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,9 @@ from submariner.cli import manifests as m
 from submariner.cli.discovery import discover
 from submariner.cli.errors import CliError, version_trailer
 from submariner.cli.kubeconf import KubeFlags, connect, resolve, select_contexts
+from submariner.cli.netprobe import bootstrap
 from submariner.cli.options import kube_options, split_list
+from submariner.cli.podexec import exec_in_pod
 from submariner.cli.reporter import Reporter
 from submariner.cli.resources import (
     CLUSTERS,
@@ -44,6 +45,7 @@ from submariner.cli.resources import (
 MIN_CONNECTIVITY_VERSION = (1, 19)
 MIN_DISCOVERY_VERSION = (1, 21)
 RESTART_WARNING = 5
+DNS_PROBE_NAME = "subctl-diagnose.submariner-operator.svc.clusterset.local"
 SKIP_FIREWALL = ('Skipping inter-cluster firewall check as it requires two kubeconfigs. Please run "subctl diagnose '
                  'firewall inter-cluster" command manually.')
 
@@ -183,6 +185,10 @@ class Checks:
                 self.r.failure(f"There are {len(active)} active gateways (expected exactly 1)")
                 ok = False
             self.r.end()
+            side = firewall.Side(self.kube, self.name, self.submariner)
+            ok = firewall.metrics_reachable(side, self.r, self.options, "gateway") and ok
+            if (self.submariner.get("spec") or {}).get("globalCIDR"):
+                ok = firewall.metrics_reachable(side, self.r, self.options, "globalnet") and ok
         return ok
 
     def _cidr_overlap(self) -> bool:
@@ -306,33 +312,46 @@ class Checks:
                 self.r.failure("No Lighthouse DNS pod is ready")
                 ok = False
             else:
-                answered, why = query_lighthouse(dns_ip)
-                if not answered:
-                    self.r.warning(f"Could not query Lighthouse DNS at {dns_ip} from here ({why}); its pods are ready")
+                answered, why = query_lighthouse(self.kube, self.ns, dns_ip)
+                if answered is None:
+                    self.r.warning(f"Could not query Lighthouse DNS at {dns_ip} ({why}); its pods are ready")
+                elif not answered:
+                    self.r.failure(f"Lighthouse DNS at {dns_ip} did not answer for clusterset.local: {why}")
+                    ok = False
             self.r.end()
         return ok
-
 
     def firewall_intra_cluster(self) -> bool:
         return firewall.intra_cluster(firewall.Side(self.kube, self.name, self.submariner), self.r, self.options)
 
 
-def query_lighthouse(ip: str, timeout: float = 1.0) -> tuple[bool, str]:
-    """One SOA query for clusterset.local; only an authoritative answer counts (Lighthouse DNS owns the zone,
-    while a resolver or a transparent DNS proxy on the way would answer without the AA flag)."""
-    import dns.exception
-    import dns.flags
-    import dns.message
-    import dns.query
-    import dns.rcode
-
+def query_lighthouse(kube: ClientFactory, ns: str, ip: str) -> tuple[bool | None, str]:
+    """One A query for a service no one exports, from inside the cluster (the lighthouse-agent pod: the service
+    address is only routable there); only an authoritative NXDOMAIN/NOERROR counts (Lighthouse DNS owns the zone,
+    while a resolver or a transparent DNS proxy on the way would answer without the AA flag). None: could not
+    ask."""
+    if not isinstance(kube, Cluster):
+        return None, "pods/exec needs a real API server"
+    agents = [p for p in _list(kube, PODS, ns) if (p["metadata"].get("labels") or {}).get("app") == m.LIGHTHOUSE_AGENT
+              and (p.get("status") or {}).get("phase") == "Running"]
+    if not agents:
+        return None, f"no running {m.LIGHTHOUSE_AGENT} pod to query from"
+    pod = agents[0]["metadata"]["name"]
     try:
-        reply = dns.query.udp(dns.message.make_query("clusterset.local.", "SOA"), ip, timeout=timeout)
-    except (dns.exception.DNSException, OSError) as e:
-        return False, str(e) or type(e).__name__
-    if not reply.flags & dns.flags.AA:
-        return False, f"a non-authoritative {dns.rcode.to_text(reply.rcode())} answer came back"
-    return reply.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN), dns.rcode.to_text(reply.rcode())
+        code, out = exec_in_pod(kube, ns, pod, [*bootstrap(), "dns-query", "--server", ip, "--name",
+                                                DNS_PROBE_NAME], 30)
+    except Exception as e:  # the kubernetes client's websocket errors have no common base
+        return None, f"exec in pod {pod} failed: {e}"
+    found = re.search(r"rcode=(\d+) aa=([01])", out)
+    if found is None:
+        if "error=" in out:
+            return False, f"no answer from pod {pod}: {out.strip().removeprefix('error=')}"
+        return None, f"exec in pod {pod} failed (exit {code}): {out.strip()[:200]}"
+    rcode, aa = int(found.group(1)), found.group(2) == "1"
+    name = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(rcode, f"rcode {rcode}")
+    if not aa:
+        return False, f"a non-authoritative {name} answer came back to pod {pod}"
+    return rcode in (0, 3), name
 
 
 CHECKS: dict[str, Callable[[Checks], bool]] = {

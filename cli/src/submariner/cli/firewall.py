@@ -12,6 +12,10 @@ looks for the sender's packets in what the sniffer captured (upstream runs tcpdu
   Endpoint's `udp-port`, 4500) or NAT-discovery port (`natt-discovery-port`, 4490); the sniffer on L's
   gateway node must capture the tag.
 
+`diagnose deployment` uses the same pods for its metrics check: a pod on a non-gateway node GETs the active
+gateway's (and Globalnet's) `/metrics` on the gateway node (upstream curls the metrics-proxy Service; there is
+no metrics proxy here, the daemons serve on their hostNetwork ports).
+
 Everything is bounded by `--validation-timeout`; a healthy check ends as soon as the packets are seen.
 """
 
@@ -28,7 +32,7 @@ from submariner.cli import manifests as m
 from submariner.cli.errors import CliError
 from submariner.cli.netprobe import bootstrap
 from submariner.cli.reporter import Reporter
-from submariner.cli.resources import ENDPOINTS, GATEWAYS, NODES, SERVICES
+from submariner.cli.resources import ENDPOINTS, GATEWAYS, NODES, PODS, SERVICES
 
 SINGLE_NODE = "Skipping this check as it's a single node cluster"
 INTRA_CLUSTER = "Checking that firewall configuration allows intra-cluster VXLAN traffic"
@@ -320,6 +324,51 @@ def inter_cluster(local: Side, remote: Side, reporter: Reporter, opts: Options, 
                 "the tcpdump output from the sniffer pod does not include the message sent from client pod. Please "
                 f'check that your firewall configuration allows UDP/{port} traffic on the "{hostname}" node'),
                 "Error")
+            return False
+        reporter.end()
+        return True
+    except (CliError, KubeError) as e:
+        reporter.error(e)
+        return False
+
+
+def metrics_reachable(side: Side, reporter: Reporter, opts: Options, component: str) -> bool:
+    """A pod on a non-gateway node can GET the component's /metrics on the active gateway node."""
+    reporter.start(f"Checking that {component} metrics are accessible from non-gateway nodes")
+    try:
+        if single_node(side.kube):
+            reporter.success(SINGLE_NODE)
+            reporter.end()
+            return True
+        daemon = m.GATEWAY if component == "gateway" else m.GLOBALNET
+        running = [p for p in _list(side.kube, PODS, opts.namespace)
+                   if (p["metadata"].get("labels") or {}).get("app") == daemon
+                   and (p.get("status") or {}).get("phase") == "Running" and (p.get("status") or {}).get("hostIP")]
+        if not running:
+            reporter.warning(f"No {daemon} pod is running: the {component} metrics cannot be checked")
+            reporter.end()
+            return True
+        try:
+            node = gateway_node(side, opts.namespace)
+            running = [p for p in running if (p.get("spec") or {}).get("nodeName") == node] or running
+        except CliError:
+            pass  # no active gateway: reported by the deployment check; probe any running pod
+        url = f"http://{running[0]['status']['hostIP']}:{m.METRICS_PORTS[daemon]}/metrics"
+        pods = testpods.PodSet(min(opts.validation_timeout, 120.0))
+        try:
+            try:
+                client = pods.start(side.cluster(), "validate-client", opts.namespace,
+                                    testpods.nettest_image(side.submariner), host_network=False)
+            except (CliError, KubeError) as e:
+                reporter.error(e, "Error spawning the client pod on non-Gateway node")
+                return False
+            code, output = testpods.run(side.cluster(), client, [*bootstrap(), "http-get", "--url", url, "--timeout",
+                                                                 "10", "--retries", "6"], 90)
+        finally:
+            pods.cleanup()
+        if code != 0 or " 200 " not in output.split("\n", 1)[0]:
+            reporter.error(CliError(f"unable to access {component} metrics at {url} from a non-gateway node: "
+                                    f"{_truncate(output)}"))
             return False
         reporter.end()
         return True
