@@ -104,3 +104,53 @@ def test_diagnose_firewall_commands_without_a_datapath(env3: Env, subctl: Run) -
     assert " ✗ Checking that firewall configuration allows intra-cluster VXLAN traffic\n" in r.err
     r = subctl("diagnose", "firewall", "inter-cluster", "--context", "test-c1", "--remotecontext", "test-c2")
     assert r.code == 1 and 'on cluster "test-c2"' in r.err  # c2 has not joined
+
+
+def test_globalnet_check_reports_missing_allocations() -> None:
+    import io
+
+    from submariner.broker.api.submariner import CLUSTER_GLOBAL_EGRESS_IPS, GLOBAL_INGRESS_IPS
+    from submariner.broker.kube.fake import FakeCluster
+    from submariner.cli.diagnose import Checks
+    from submariner.cli.reporter import Reporter
+    from submariner.cli.resources import SUBMARINERS
+
+    kube = FakeCluster()
+    kube.resource(SUBMARINERS).create({"apiVersion": "submariner.io/v1alpha1", "kind": "Submariner", "metadata": {
+        "name": "submariner", "namespace": "submariner-operator"}, "spec": {"clusterID": "g1",
+                                                                            "globalCIDR": "242.1.0.0/24"}})
+    kube.resource(SERVICES).create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
+                                    "namespace": "app"}, "spec": {"type": "ClusterIP", "clusterIP": "10.88.0.9"}})
+    kube.resource(SERVICE_EXPORTS).create({"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+                                           "metadata": {"name": "web", "namespace": "app"}})
+
+    def check() -> tuple[bool, str]:
+        out = io.StringIO()
+        ok = Checks(kube, Reporter(out, terminal=False)).globalnet()
+        return ok, out.getvalue()
+
+    ok, out = check()
+    assert not ok and out.startswith(" • Checking that Globalnet is correctly configured and functioning  ...\n"
+                                     " ✗ Checking that Globalnet is correctly configured and functioning\n")
+    assert ' ✗ Error obtaining ClusterGlobalEgressIP resource "cluster-egress.submariner.io": not found\n' in out
+    assert ' ✗ No matching GlobalIngressIP resource found for exported service "app/web"\n' in out
+
+    cgeip = kube.resource(CLUSTER_GLOBAL_EGRESS_IPS).create({
+        "apiVersion": "submariner.io/v1", "kind": "ClusterGlobalEgressIP",
+        "metadata": {"name": "cluster-egress.submariner.io"}, "spec": {"numberOfIPs": 8}})
+    cgeip["status"] = {"conditions": [{"type": "Allocated", "status": "True"}], "allocatedIPs": ["242.1.0.1"]}
+    kube.resource(CLUSTER_GLOBAL_EGRESS_IPS).update_status(cgeip)
+    giip = kube.resource(GLOBAL_INGRESS_IPS).create({
+        "apiVersion": "submariner.io/v1", "kind": "GlobalIngressIP", "metadata": {"name": "web", "namespace": "app"},
+        "spec": {"target": "ClusterIPService", "serviceRef": {"name": "web"}}})
+    giip["status"] = {"allocatedIP": "242.1.0.200", "conditions": [{"type": "Allocated", "status": "True"}]}
+    kube.resource(GLOBAL_INGRESS_IPS).update_status(giip)
+    ok, out = check()
+    assert not ok and ' ✗ ClusterGlobalEgressIP "cluster-egress.submariner.io" has 1 allocated IPs, but 8 were ' \
+        "requested\n" in out and "GlobalIngressIP" not in out
+
+    cgeip = kube.resource(CLUSTER_GLOBAL_EGRESS_IPS).get("", "cluster-egress.submariner.io")
+    cgeip["status"]["allocatedIPs"] = [f"242.1.0.{i}" for i in range(1, 9)]
+    kube.resource(CLUSTER_GLOBAL_EGRESS_IPS).update_status(cgeip)
+    assert check() == (True, " • Checking that Globalnet is correctly configured and functioning  ...\n"
+                             " ✓ Checking that Globalnet is correctly configured and functioning\n")

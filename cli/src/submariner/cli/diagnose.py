@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from submariner.broker.api.submariner import CLUSTER_GLOBAL_EGRESS_IPS, GLOBAL_EGRESS_IPS, GLOBAL_INGRESS_IPS
 from submariner.broker.kube import ClientFactory, Cluster, KubeError, NotFound, Obj
 from submariner.cli import OPERATOR_NAMESPACE, firewall
 from submariner.cli import manifests as m
@@ -45,6 +46,7 @@ from submariner.cli.resources import (
 MIN_CONNECTIVITY_VERSION = (1, 19)
 MIN_DISCOVERY_VERSION = (1, 21)
 RESTART_WARNING = 5
+CLUSTER_EGRESS_NAME = "cluster-egress.submariner.io"
 DNS_PROBE_NAME = "subctl-diagnose.submariner-operator.svc.clusterset.local"
 SKIP_FIREWALL = ('Skipping inter-cluster firewall check as it requires two kubeconfigs. Please run "subctl diagnose '
                  'firewall inter-cluster" command manually.')
@@ -321,6 +323,51 @@ class Checks:
             self.r.end()
         return ok
 
+    def globalnet(self) -> bool:
+        """Globalnet's allocations: the cluster egress IPs, every GlobalEgressIP, a GlobalIngressIP per exported
+        ClusterIP Service (what Lighthouse answers with); nothing to check without Globalnet."""
+        spec = (self.submariner or {}).get("spec") or {}
+        if self.submariner is None or not spec.get("globalCIDR"):
+            return True
+        ok = True
+        self.r.start("Checking that Globalnet is correctly configured and functioning")
+        cluster_egress = _get(self.kube, CLUSTER_GLOBAL_EGRESS_IPS, "", CLUSTER_EGRESS_NAME)
+        if cluster_egress is None:
+            self.r.failure(f'Error obtaining ClusterGlobalEgressIP resource "{CLUSTER_EGRESS_NAME}": not found')
+            ok = False
+        else:
+            ok = self._allocated(cluster_egress, "ClusterGlobalEgressIP", many=True) and ok
+        for egress in _list(self.kube, GLOBAL_EGRESS_IPS, None):
+            ok = self._allocated(egress, "GlobalEgressIP", many=True) and ok
+        ingress = _list(self.kube, GLOBAL_INGRESS_IPS, None)
+        by_service = {(g["metadata"].get("namespace"), ((g.get("spec") or {}).get("serviceRef") or {}).get("name"))
+                      for g in ingress if (g.get("status") or {}).get("allocatedIP")}
+        for export in _list(self.kube, SERVICE_EXPORTS, None):
+            ns, name = export["metadata"]["namespace"], export["metadata"]["name"]
+            svc = _get(self.kube, SERVICES, ns, name)
+            svc_spec = (svc or {}).get("spec") or {}
+            if svc is None or svc_spec.get("clusterIP") == "None" or svc_spec.get("type", "ClusterIP") != "ClusterIP":
+                continue  # missing Services are reported by service-discovery; headless ones get per-pod IPs
+            if (ns, name) not in by_service:
+                self.r.failure(f'No matching GlobalIngressIP resource found for exported service "{ns}/{name}"')
+                ok = False
+        self.r.end()
+        return ok
+
+    def _allocated(self, obj: Obj, kind: str, *, many: bool) -> bool:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        name = f'{meta.get("namespace")}/{meta["name"]}' if meta.get("namespace") else meta["name"]
+        allocated = _conditions(obj).get("Allocated") or {}
+        if allocated.get("status") != "True":
+            self.r.failure(f'{kind} "{name}" is not allocated: {allocated.get("message") or "no Allocated condition"}')
+            return False
+        wanted = int((obj.get("spec") or {}).get("numberOfIPs") or 1)
+        got = len(status.get("allocatedIPs") or []) if many else int(bool(status.get("allocatedIP")))
+        if got != wanted:
+            self.r.failure(f'{kind} "{name}" has {got} allocated IPs, but {wanted} were requested')
+            return False
+        return True
+
     def firewall_intra_cluster(self) -> bool:
         return firewall.intra_cluster(firewall.Side(self.kube, self.name, self.submariner), self.r, self.options)
 
@@ -362,12 +409,14 @@ CHECKS: dict[str, Callable[[Checks], bool]] = {
     "connections": Checks.connections,
     "service-discovery": Checks.service_discovery,
     "firewall-intra-cluster": Checks.firewall_intra_cluster,
+    "globalnet": Checks.globalnet,
 }
-ALL = ("k8s-version", "deployment", "cni", "connections", "kube-proxy-mode", "firewall-intra-cluster",
-       "service-discovery")
+ALL = (("k8s-version",), ("deployment",),
+       ("cni", "connections", "kube-proxy-mode", "firewall-intra-cluster", "globalnet"), ("service-discovery",))
+"""`diagnose all`: upstream's blocks (version, deployment, connectivity, service discovery), an empty line between."""
 
 
-def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace: str, reporter: Reporter,
+def run(kube: KubeFlags, groups: tuple[tuple[str, ...], ...], contexts: list[str], namespace: str, reporter: Reporter,
         options: firewall.Options | None = None) -> bool:
     ok = True
     with_header = not kube.context
@@ -377,16 +426,17 @@ def run(kube: KubeFlags, names: tuple[str, ...], contexts: list[str], namespace:
             sys.stdout.flush()
         try:
             checks = Checks(connect(kube, ctx.name), reporter, namespace, options, ctx.cluster)
-            for i, name in enumerate(names):
+            for i, group in enumerate(groups):
                 if i:
                     sys.stderr.write("\n")
-                ok = CHECKS[name](checks) and ok
+                for name in group:
+                    ok = CHECKS[name](checks) and ok
         except (KubeError, CliError, ValueError) as e:
             reporter.error(e, f'Error diagnosing cluster "{ctx.cluster}"')
             ok = False
         sys.stdout.write("\n")
         sys.stdout.flush()
-    if len(names) > 1:
+    if len(groups) > 1:
         sys.stdout.write(SKIP_FIREWALL + "\n")
     return ok
 
@@ -397,7 +447,7 @@ def _validation_options(f: click.decorators.FC) -> click.decorators.FC:
                         help="timeout in seconds while validating the connection attempt")(f)
 
 
-def _make(name: str, help_text: str, checks: tuple[str, ...], validation: bool = False) -> click.Command:
+def _make(name: str, help_text: str, checks: tuple[tuple[str, ...], ...], validation: bool = False) -> click.Command:
     @click.command(name, help=help_text)
     @click.option("-n", "--namespace", default=OPERATOR_NAMESPACE, show_default=True, help="Submariner namespace")
     @click.option("--contexts", multiple=True, help="comma-separated contexts to diagnose (default: all)")
@@ -475,9 +525,9 @@ for _name, _help in (
     ("connections", "Check the gateway and route agent connections"),
     ("service-discovery", "Check service discovery: exports, the CoreDNS forward, Lighthouse DNS"),
 ):
-    diagnose_group.add_command(_make(_name, _help, (_name,)))
+    diagnose_group.add_command(_make(_name, _help, ((_name,),)))
 firewall_group.add_command(_make("intra-cluster", "Check firewall access for intra-cluster Submariner VxLAN traffic",
-                                 ("firewall-intra-cluster",), validation=True))
+                                 (("firewall-intra-cluster",),), validation=True))
 firewall_group.add_command(_make_inter("inter-cluster", "Check firewall access to setup tunnels between the Gateway "
                                        "nodes", nat_discovery=False))
 firewall_group.add_command(_make_inter("nat-discovery", "Check firewall access for nat-discovery to function "
