@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from subctl_harness import Env, Result
 
 from submariner.cli.diagnose import SKIP_FIREWALL, parse_version
@@ -154,3 +155,11 @@ def test_globalnet_check_reports_missing_allocations() -> None:
     kube.resource(CLUSTER_GLOBAL_EGRESS_IPS).update_status(cgeip)
     assert check() == (True, " • Checking that Globalnet is correctly configured and functioning  ...\n"
                              " ✓ Checking that Globalnet is correctly configured and functioning\n")
+
+
+def test_diagnose_in_cluster_outside_a_pod(subctl: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    r = subctl("diagnose", "k8s-version", "--in-cluster")
+    assert r.code == 1
+    assert r.err.startswith(" ✗ Error loading the in-cluster configuration: Service host/port is not set. "
+                            "(--in-cluster works only inside a pod)\n")

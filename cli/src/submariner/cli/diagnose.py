@@ -417,7 +417,23 @@ ALL = (("k8s-version",), ("deployment",),
 
 
 def run(kube: KubeFlags, groups: tuple[tuple[str, ...], ...], contexts: list[str], namespace: str, reporter: Reporter,
-        options: firewall.Options | None = None) -> bool:
+        options: firewall.Options | None = None, in_cluster: bool = False) -> bool:
+    if in_cluster:  # the pod's service account, one cluster, no header (upstream's --in-cluster)
+        try:
+            client = Cluster.in_cluster()
+        except Exception as e:  # kubernetes.config.ConfigException and friends: one line
+            raise CliError(f"{e} (--in-cluster works only inside a pod)", "Error loading the in-cluster configuration"
+                           ) from None
+        checks = Checks(client, reporter, namespace, options, "in-cluster")
+        ok = True
+        for i, group in enumerate(groups):
+            if i:
+                sys.stderr.write("\n")
+            for name in group:
+                ok = CHECKS[name](checks) and ok
+        if len(groups) > 1:
+            sys.stdout.write(SKIP_FIREWALL + "\n")
+        return ok
     ok = True
     with_header = not kube.context
     for ctx in select_contexts(kube, contexts, reporter.warning):
@@ -451,15 +467,16 @@ def _make(name: str, help_text: str, checks: tuple[tuple[str, ...], ...], valida
     @click.command(name, help=help_text)
     @click.option("-n", "--namespace", default=OPERATOR_NAMESPACE, show_default=True, help="Submariner namespace")
     @click.option("--contexts", multiple=True, help="comma-separated contexts to diagnose (default: all)")
+    @click.option("--in-cluster", is_flag=True, help="use the in-cluster configuration to connect to Kubernetes")
     @kube_options
-    def cmd(kube: KubeFlags, namespace: str, contexts: tuple[str, ...], validation_timeout: int = 90,
+    def cmd(kube: KubeFlags, namespace: str, contexts: tuple[str, ...], in_cluster: bool, validation_timeout: int = 90,
             verbose: bool = False) -> None:
         reporter = Reporter()
         options = firewall.Options(float(validation_timeout), verbose, namespace)
         try:
-            ok = run(kube, checks, split_list(contexts), namespace, reporter, options)
-        except CliError as e:
-            reporter.error(e, e.message)
+            ok = run(kube, checks, split_list(contexts), namespace, reporter, options, in_cluster)
+        except (CliError, KubeError) as e:
+            reporter.error(e, e.message if isinstance(e, CliError) else "Error diagnosing the in-cluster configuration")
             ok = False
         if not ok:
             version_trailer()

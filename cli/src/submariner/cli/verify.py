@@ -254,6 +254,8 @@ def parse_only(only: str, disruptive: bool, interactive: bool, warn: Callable[[s
 @click.option("--junit-report", default="", help="write a JUnit XML report to this file")
 @click.option("--packet-size", type=int, default=3000, show_default=True, help="accepted for compatibility")
 @click.option("--submariner-namespace", default=OPERATOR_NAMESPACE, help="unused (compatibility)")
+@click.option("-n", "--namespace", "kube_namespace", default=None,
+              help="accepted for compatibility (the tests run in generated submariner-verify-* namespaces)")
 @click.option("--kubeconfig", default=None, help="kubeconfig file(s)")
 @click.option("--context", default=None, help="ClusterA's context")
 @click.option("--toconfig", default=None, help="kubeconfig of ClusterB (default: --kubeconfig)")
@@ -262,8 +264,8 @@ def parse_only(only: str, disruptive: bool, interactive: bool, warn: Callable[[s
 @click.pass_context
 def command(ctx: click.Context, only: str, disruptive: bool, verbose: bool, operation_timeout: int,
             connection_timeout: int, connection_attempts: int, junit_report: str, packet_size: int,
-            submariner_namespace: str, kubeconfig: str | None, context: str | None, toconfig: str | None,
-            tocontext: str | None, extracontext: str | None) -> None:
+            submariner_namespace: str, kube_namespace: str | None, kubeconfig: str | None, context: str | None,
+            toconfig: str | None, tocontext: str | None, extracontext: str | None) -> None:
     """Run verifications between two clusters"""
     reporter = Reporter()
     root = ctx.find_root().obj
