@@ -14,9 +14,11 @@ config.py      Settings from the upstream env names (§3.1)
 model.py       pure: Endpoints + Nodes + HostFacts → Desired (device, FDB, routes, Ruleset, ipsets, sysctls)
 reconciler.py  host facts from the kernel; apply Desired through submariner.dataplane seams (no-op when equal);
                uninstall
-agent.py       informers on Endpoints (SUBMARINER_NAMESPACE) and Nodes; level-triggered loop with resync
+agent.py       informers on Endpoints (SUBMARINER_NAMESPACE) and Nodes; level-triggered loop with resync; a health
+               verdict change writes the RouteAgent at once (no reconcile)
 xfrm.py        XFRM policy clean-up when the node stops being the gateway (§2.5)
-status.py      RouteAgent `<node>` status (§3.6): pingers (the gateway's) on non-gateway nodes, verdicts, delete on stop
+status.py      RouteAgent `<node>` status (§3.6): pingers (submariner.dataplane.healthcheck, as the gateway's) on
+               non-gateway nodes, verdicts, delete on stop
 cli.py         `submariner-routeagent [--kubeconfig F]`; SIGTERM → clean exit; SUBMARINER_UNINSTALL → clean up
 ```
 Not here: Calico/OVN handlers (§3.7).
