@@ -122,7 +122,8 @@ def test_diagnose_all_runs_the_intra_cluster_firewall_check(clusterset: Clusters
 
 def test_benchmark_latency_without_netperf(clusterset: Clusterset) -> None:
     cs = clusterset
-    r = cs.subctl("benchmark", "latency", "--context", cs.ctx("c1"), "--tocontext", cs.ctx("c2"), "--timeout", "60")
+    r = cs.subctl("benchmark", "latency", "--context", cs.ctx("c1"), "--tocontext", cs.ctx("c2"), "--timeout", "60",
+                  "--verbose")
     assert r.returncode == 0, r.stdout + r.stderr
     print("\n" + r.stdout)
     assert 'Performing latency tests from Gateway pod on cluster "c1" to Gateway pod on cluster "c2"\n' in r.stdout
@@ -130,6 +131,7 @@ def test_benchmark_latency_without_netperf(clusterset: Clusterset) -> None:
     values = re.findall(r"^(Minimum|Mean|Maximum|Stddev) Latency Microseconds:\t([\d.]+)$", r.stdout, re.M)
     rates = [float(v) for v in re.findall(r"^Transaction Rate Tran/s:\t([\d.]+)$", r.stdout, re.M)]
     assert len(values) == 8 and len(rates) == 2, r.stdout
+    assert re.search(r"^\[netperf-0 on c1-worker\] netprobe rr-client --host 10\.9\.", r.stderr, re.M), r.stderr
     for i in range(2):
         lo, mean, hi, _ = (float(v) for _, v in values[4 * i:4 * i + 4])
         assert 0 < lo <= mean <= hi, values

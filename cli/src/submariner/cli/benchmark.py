@@ -75,7 +75,15 @@ class Bench:
         where = "a gateway node" if gateway else "a non-gateway node"
         raise CliError(f"pod {ns}/{name} did not start on {where} within {self.timeout:.0f}s")
 
+    def log(self, pod: Obj, command: list[str]) -> None:
+        """With --verbose: which command runs where (the shipped netprobe shown by name)."""
+        if self.verbose:
+            shown = ["netprobe", *command[3:]] if command[:2] == ["python3", "-c"] else command
+            click.echo(f"[{pod['metadata']['name']} on {(pod.get('spec') or {}).get('nodeName')}] "
+                       f"{' '.join(shown)}", err=True)
+
     def run(self, cluster: Cluster, pod: Obj, command: list[str], timeout: float = 120) -> str:
+        self.log(pod, command)
         code, out = exec_in_pod(cluster, pod["metadata"]["namespace"], pod["metadata"]["name"], command, timeout)
         if code != 0:
             raise CliError(f"{' '.join(command)} in pod {pod['metadata']['name']} failed (exit {code}): "
@@ -86,6 +94,7 @@ class Bench:
     def serving(self, cluster: Cluster, pod: Obj, command: list[str]) -> Iterator[None]:
         """Run a server in the pod (bounded by `timeout`, so nothing outlives the test) while the body runs."""
         bounded = ["timeout", str(int(self.timeout)), *command]
+        self.log(pod, command)
         worker = threading.Thread(target=_quiet, daemon=True, args=(
             exec_in_pod, cluster, pod["metadata"]["namespace"], pod["metadata"]["name"], bounded, self.timeout + 5))
         worker.start()
