@@ -1,8 +1,9 @@
 """Shared netlink and packet-filter seams (`submariner.dataplane`).
 
 Owns every kernel write of the dataplane daemons (gateway cable drivers, route agent, Globalnet), as values
-plus protocols with in-memory twins. Nothing here knows about Endpoints or clusters: callers compute desired
-state and hand it over; every call compares first and writes only differences.
+plus protocols with in-memory twins. Nothing here knows about clusters (the health checker reads only an
+Endpoint's cluster_id, cable_name and healthCheckIP): callers compute desired state and hand it over; every call
+compares first and writes only differences.
 
 ```
 netlink.py              Route / Rule / Vxlan / Fdb values; the Netlink protocol; KernelNetlink (pyroute2 IPRoute,
@@ -15,6 +16,7 @@ packetfilter/plan.py    iptables-save parsing; (table as listed, Ruleset) → ed
 packetfilter/backend.py PacketFilter protocol; IptablesRestore (one `iptables-restore --noflush` per apply, none
                         when nothing differs, re-planned if the table changed under it); FakePacketFilter
 packetfilter/ipset.py   IPSets protocol; KernelIPSets (`ipset restore -exist`), FakeIPSets
+healthcheck.py          ICMP pinger shared by the gateway and the route agent (Pinger, HealthChecker, Go durations)
 ```
 
 Ownership rules of the packet filter: a Ruleset owns its chains' exact contents, except jumps other
