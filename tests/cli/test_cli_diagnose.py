@@ -163,3 +163,41 @@ def test_diagnose_in_cluster_outside_a_pod(subctl: Run, monkeypatch: pytest.Monk
     assert r.code == 1
     assert r.err.startswith(" ✗ Error loading the in-cluster configuration: Service host/port is not set. "
                             "(--in-cluster works only inside a pod)\n")
+
+
+def test_calico_ippools_for_remote_subnets() -> None:
+    import io
+
+    from submariner.broker.kube.fake import FakeCluster
+    from submariner.cli.diagnose import CALICO_IPPOOLS, Checks
+    from submariner.cli.reporter import Reporter
+
+    kube = FakeCluster()
+    gw = kube.resource(GATEWAYS).create({"apiVersion": "submariner.io/v1", "kind": "Gateway", "metadata": {
+        "name": "c1-worker", "namespace": "submariner-operator"}})
+    gw["status"] = {"haStatus": "active", "connections": [{"status": "connected", "endpoint": {
+        "cluster_id": "c2", "cable_name": "submariner-cable-c2-198-18-0-5",
+        "subnets": ["10.99.0.0/16", "10.9.0.0/16"]}}]}
+    kube.resource(GATEWAYS).update_status(gw)
+    for name, cidr, spec in (("default-ipv4-ippool", "10.8.0.0/16", {"natOutgoing": True}),
+                             ("c2-services", "10.99.0.0/16", {"disabled": True, "natOutgoing": False}),
+                             ("c2-pods", "10.9.0.0/16", {"disabled": False, "natOutgoing": True})):
+        kube.resource(CALICO_IPPOOLS).create({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+                                              "metadata": {"name": name}, "spec": {"cidr": cidr, **spec}})
+
+    def check() -> tuple[bool, str]:
+        out = io.StringIO()
+        return Checks(kube, Reporter(out, terminal=False)).calico_ippools(), out.getvalue()
+
+    ok, out = check()
+    cable = '"submariner-cable-c2-198-18-0-5"'
+    assert not ok and out.endswith(
+        f' ✗ The IPPool "c2-pods" with CIDR "10.9.0.0/16" for remote endpoint {cable} has disabled set to false\n'
+        f' ✗ The IPPool "c2-pods" with CIDR "10.9.0.0/16" for remote endpoint {cable} has natOutgoing set to true\n')
+    pool = kube.resource(CALICO_IPPOOLS).get("", "c2-pods")
+    pool["spec"].update(disabled=True, natOutgoing=False)
+    kube.resource(CALICO_IPPOOLS).update(pool)
+    assert check()[0]
+    kube.resource(CALICO_IPPOOLS).delete("", "c2-services")
+    ok, out = check()
+    assert not ok and f' ✗ Could not find any IPPool with CIDR "10.99.0.0/16" for remote endpoint {cable}\n' in out

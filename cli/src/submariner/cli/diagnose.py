@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from submariner.broker.api.meta import APIResource
 from submariner.broker.api.submariner import CLUSTER_GLOBAL_EGRESS_IPS, GLOBAL_EGRESS_IPS, GLOBAL_INGRESS_IPS
 from submariner.broker.kube import ClientFactory, Cluster, KubeError, NotFound, Obj
 from submariner.cli import OPERATOR_NAMESPACE, firewall
@@ -47,6 +48,7 @@ MIN_CONNECTIVITY_VERSION = (1, 19)
 MIN_DISCOVERY_VERSION = (1, 21)
 RESTART_WARNING = 5
 CLUSTER_EGRESS_NAME = "cluster-egress.submariner.io"
+CALICO_IPPOOLS = APIResource("crd.projectcalico.org", "v1", "IPPool", "ippools", "ippool", False)
 DNS_PROBE_NAME = "subctl-diagnose.submariner-operator.svc.clusterset.local"
 SKIP_FIREWALL = ('Skipping inter-cluster firewall check as it requires two kubeconfigs. Please run "subctl diagnose '
                  'firewall inter-cluster" command manually.')
@@ -126,10 +128,48 @@ class Checks:
         if plugin in supported:
             self.r.success(f'The detected CNI network plugin ("{plugin}") is supported')
             self.r.end()
-            return True
+            return self.calico_ippools() if plugin == "calico" else True
         self.r.failure(f'The detected CNI network plugin ("{plugin}") is not supported')
         self.r.end()
         return False
+
+    def calico_ippools(self) -> bool:
+        """With Calico, every remote subnet needs an IPPool with `disabled: true` and `natOutgoing: false`, or
+        Calico hands out remote addresses and masquerades cross-cluster traffic."""
+        self.r.start("Calico CNI detected, checking if the Submariner IPPool pre-requisites are configured")
+        gateways = [g for g in _list(self.kube, GATEWAYS, self.ns) if (g.get("status") or {}).get("haStatus") ==
+                    "active"]
+        if not gateways:
+            self.r.failure("No gateways detected on the cluster")
+            self.r.end()
+            return False
+        try:
+            pools = self.kube.resource(CALICO_IPPOOLS).list(None)[0]
+        except KubeError as e:
+            self.r.error(e, "Error obtaining IPPools")
+            return False
+        by_cidr = {str((p.get("spec") or {}).get("cidr")): p for p in pools if (p.get("spec") or {}).get("cidr")}
+        ok = True
+        for gw in gateways:
+            for conn in (gw.get("status") or {}).get("connections") or []:
+                endpoint = conn.get("endpoint") or {}
+                for subnet in endpoint.get("subnets") or []:
+                    pool = by_cidr.get(str(subnet))
+                    where = f'for remote endpoint "{endpoint.get("cable_name")}"'
+                    if pool is None:
+                        self.r.failure(f'Could not find any IPPool with CIDR "{subnet}" {where}')
+                        ok = False
+                        continue
+                    spec, name = pool.get("spec") or {}, pool["metadata"]["name"]
+                    if spec.get("disabled") is not True:
+                        self.r.failure(f'The IPPool "{name}" with CIDR "{subnet}" {where} has disabled set to false')
+                        ok = False
+                    if spec.get("natOutgoing") is True:
+                        self.r.failure(f'The IPPool "{name}" with CIDR "{subnet}" {where} has natOutgoing set to '
+                                       "true")
+                        ok = False
+        self.r.end()
+        return ok
 
     def kube_proxy_mode(self) -> bool:
         self.r.start("Checking Submariner support for the kube-proxy mode")
