@@ -15,12 +15,9 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from submariner.broker.kube import ClientFactory, Cluster
-from submariner.gateway.config import ConfigError, GatewayConfig, truthy
-
-SECRETS_DIR = "/run/secrets/submariner.io"
+from submariner.broker.kube import ClientFactory, Cluster, brokerenv
+from submariner.gateway.config import ConfigError, GatewayConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,24 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def broker_from_env(env: Mapping[str, str]) -> tuple[ClientFactory, str, str]:
-    """(broker, namespace, API host) from BROKER_K8S_* (the names lighthouse-agent reads)."""
-    server = env.get("BROKER_K8S_APISERVER", "")
-    if not server:
-        raise ConfigError("no broker given: set BROKER_K8S_APISERVER (host:port or URL) or pass --broker-kubeconfig")
-    url = server if "://" in server else f"https://{server}"
-    token, ca = env.get("BROKER_K8S_APISERVERTOKEN", ""), env.get("BROKER_K8S_CA", "")
-    secret = env.get("BROKER_K8S_SECRET", "")
-    if secret:
-        base = Path(SECRETS_DIR) / secret
-        if not token and (base / "token").exists():
-            token = (base / "token").read_text().strip()
-        if not ca and (base / "ca.crt").exists():
-            ca = (base / "ca.crt").read_text()
-    if not token:
-        raise ConfigError("BROKER_K8S_APISERVERTOKEN (or BROKER_K8S_SECRET with a token) is required")
-    broker = Cluster.from_token(url, token, ca_data=ca or None, insecure=truthy(env.get("BROKER_K8S_INSECURE")),
-                                name="broker")
-    return broker, env.get("BROKER_K8S_REMOTENAMESPACE", ""), url
+    """(broker, namespace, API URL) from BROKER_K8S_* (the names lighthouse-agent reads)."""
+    try:
+        access = brokerenv.broker_from_env(env)
+    except brokerenv.BrokerEnvError as e:
+        hint = " or pass --broker-kubeconfig" if "BROKER_K8S_APISERVER " in f"{e} " else ""
+        raise ConfigError(f"{e}{hint}") from None
+    return access.cluster, access.namespace, access.url
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:

@@ -19,18 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from submariner.broker.kube import ClientFactory, Cluster
+from submariner.broker.kube import ClientFactory, Cluster, brokerenv
+from submariner.broker.kube.brokerenv import truthy
 from submariner.lighthouse.agent.config import DEFAULT_NAMESPACE, AgentConfig, ConfigError, parse_duration
 
 log = logging.getLogger("submariner.lighthouse.agent")
 
-SECRETS_DIR = "/run/secrets/submariner.io"
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _duration(text: str) -> float:
@@ -70,23 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _broker_from_env(env: Mapping[str, str]) -> tuple[ClientFactory, str]:
-    server = env.get("BROKER_K8S_APISERVER", "")
-    if not server:
-        raise ConfigError("no broker given: pass --broker-info or --broker-kubeconfig (or set BROKER_K8S_APISERVER)")
-    url = server if "://" in server else f"https://{server}"
-    token, ca = env.get("BROKER_K8S_APISERVERTOKEN", ""), env.get("BROKER_K8S_CA", "")
-    secret = env.get("BROKER_K8S_SECRET", "")
-    if secret:
-        base = Path(SECRETS_DIR) / secret
-        if not token and (base / "token").exists():
-            token = (base / "token").read_text().strip()
-        if not ca and (base / "ca.crt").exists():
-            ca = (base / "ca.crt").read_text()
-    if not token:
-        raise ConfigError("BROKER_K8S_APISERVERTOKEN (or BROKER_K8S_SECRET with a token) is required")
-    broker = Cluster.from_token(url, token, ca_data=ca or None, insecure=_truthy(env.get("BROKER_K8S_INSECURE")),
-                                name="broker")
-    return broker, env.get("BROKER_K8S_REMOTENAMESPACE", "")
+    try:
+        access = brokerenv.broker_from_env(env)
+    except brokerenv.BrokerEnvError as e:
+        hint = " (or pass --broker-info or --broker-kubeconfig)" if "BROKER_K8S_APISERVER " in f"{e} " else ""
+        raise ConfigError(f"{e}{hint}") from None
+    return access.cluster, access.namespace
 
 
 def build(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
@@ -120,10 +104,10 @@ def build(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         cluster_id=cluster_id,
         broker_namespace=broker_namespace,
         namespace=args.namespace or env.get("SUBMARINER_NAMESPACE") or DEFAULT_NAMESPACE,
-        globalnet=args.globalnet if args.globalnet is not None else _truthy(env.get("SUBMARINER_GLOBALNET_ENABLED")),
+        globalnet=args.globalnet if args.globalnet is not None else truthy(env.get("SUBMARINER_GLOBALNET_ENABLED")),
         clusterset_ip_cidr=args.clusterset_ip_cidr or env.get("SUBMARINER_CLUSTERSET_IP_CIDR", ""),
         clusterset_ip_enabled=(args.clusterset_ip_enabled if args.clusterset_ip_enabled is not None
-                               else _truthy(env.get("SUBMARINER_CLUSTERSET_IP_ENABLED"))),
+                               else truthy(env.get("SUBMARINER_CLUSTERSET_IP_ENABLED"))),
         export_node_port_and_load_balancer=not args.upstream_service_types,
         conflicts_on_all_exporters=not args.upstream_conflicts,
         workers=args.workers,
