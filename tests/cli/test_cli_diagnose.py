@@ -201,3 +201,47 @@ def test_calico_ippools_for_remote_subnets() -> None:
     kube.resource(CALICO_IPPOOLS).delete("", "c2-services")
     ok, out = check()
     assert not ok and f' ✗ Could not find any IPPool with CIDR "10.99.0.0/16" for remote endpoint {cable}\n' in out
+
+
+def test_service_discovery_needs_ready_exports_with_their_endpointslice() -> None:
+    import io
+
+    from submariner.broker.kube import ENDPOINT_SLICES
+    from submariner.broker.kube.fake import FakeCluster
+    from submariner.cli.diagnose import Checks
+    from submariner.cli.reporter import Reporter
+    from submariner.cli.resources import SERVICE_IMPORTS, SUBMARINERS
+
+    kube = FakeCluster()
+    kube.resource(SUBMARINERS).create({"apiVersion": "submariner.io/v1alpha1", "kind": "Submariner", "metadata": {
+        "name": "submariner", "namespace": "submariner-operator"}, "spec": {"clusterID": "c2"}})
+    kube.resource(SERVICES).create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web",
+                                    "namespace": "app"}, "spec": {"type": "ClusterIP", "clusterIP": "10.99.0.9"}})
+    export = kube.resource(SERVICE_EXPORTS).create({"apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                                                    "kind": "ServiceExport", "metadata": {"name": "web",
+                                                                                          "namespace": "app"}})
+    export["status"] = {"conditions": [{"type": "Valid", "status": "True"},
+                                       {"type": "Ready", "status": "False", "message": "Awaiting sync"}]}
+    kube.resource(SERVICE_EXPORTS).update_status(export)
+
+    def check() -> tuple[bool, str]:
+        out = io.StringIO()
+        return Checks(kube, Reporter(out, terminal=False)).service_discovery(), out.getvalue()
+
+    ok, out = check()
+    assert not ok
+    assert out.endswith(' ✗ ServiceExport "app/web" is not ready: Awaiting sync\n'
+                        ' ✗ The EndpointSlice for the exported service "app/web" from cluster "c2" does not exist (is '
+                        'the lighthouse agent running?)\n ✗ ServiceImport "app/web" does not exist\n'), out
+    export = kube.resource(SERVICE_EXPORTS).get("app", "web")
+    export["status"]["conditions"][1] = {"type": "Ready", "status": "True"}
+    kube.resource(SERVICE_EXPORTS).update_status(export)
+    kube.resource(ENDPOINT_SLICES).create({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {
+        "name": "web-c2", "namespace": "app", "labels": {"multicluster.kubernetes.io/source-cluster": "c2",
+                                                         "multicluster.kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4", "endpoints": []})
+    kube.resource(SERVICE_IMPORTS).create({"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+                                           "metadata": {"name": "web", "namespace": "app"},
+                                           "spec": {"type": "ClusterSetIP", "ports": []}})
+    assert check() == (True, " • Checking that services have been exported properly  ...\n"
+                             " ✓ Checking that services have been exported properly\n")

@@ -16,9 +16,10 @@ from typing import Any
 
 import click
 
+from submariner.broker.api import labels as L
 from submariner.broker.api.meta import APIResource
 from submariner.broker.api.submariner import CLUSTER_GLOBAL_EGRESS_IPS, GLOBAL_EGRESS_IPS, GLOBAL_INGRESS_IPS
-from submariner.broker.kube import ClientFactory, Cluster, KubeError, NotFound, Obj
+from submariner.broker.kube import ENDPOINT_SLICES, ClientFactory, Cluster, KubeError, NotFound, Obj
 from submariner.cli import OPERATOR_NAMESPACE, firewall
 from submariner.cli import manifests as m
 from submariner.cli.discovery import discover
@@ -304,6 +305,7 @@ class Checks:
     def service_discovery(self) -> bool:
         ok = True
         self.r.start("Checking that services have been exported properly")
+        own_id = str(((self.submariner or self.discovery or {}).get("spec") or {}).get("clusterID") or "")
         for export in _list(self.kube, SERVICE_EXPORTS, None):
             ns, name = export["metadata"]["namespace"], export["metadata"]["name"]
             conds = _conditions(export)
@@ -316,6 +318,18 @@ class Checks:
                 ok = False
             if (conds.get("Conflict") or {}).get("status") == "True":
                 self.r.failure(f'ServiceExport "{ns}/{name}" has a conflict: {conds["Conflict"].get("message")}')
+                ok = False
+            ready = conds.get("Ready") or {}
+            if (conds.get("Valid") or {}).get("status") == "True" and ready.get("status") != "True":
+                self.r.failure(f'ServiceExport "{ns}/{name}" is not ready: '
+                               f'{ready.get("message") or "no Ready condition yet"}')
+                ok = False
+            if own_id and not any(
+                    (s.get("metadata", {}).get("labels") or {}).get(L.SOURCE_CLUSTER) == own_id and
+                    (s.get("metadata", {}).get("labels") or {}).get(L.SERVICE_NAME) == name
+                    for s in _list(self.kube, ENDPOINT_SLICES, ns)):
+                self.r.failure(f'The EndpointSlice for the exported service "{ns}/{name}" from cluster "{own_id}" '
+                               "does not exist (is the lighthouse agent running?)")
                 ok = False
             if _get(self.kube, SERVICE_IMPORTS, ns, name) is None:
                 self.r.failure(f'ServiceImport "{ns}/{name}" does not exist')
