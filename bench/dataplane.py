@@ -9,10 +9,11 @@ create cluster` broker, c1 (two gateway nodes) and c2; `subctl deploy-broker`; `
 (client) and c2 (server). Then:
 
 1. **Throughput**: `iperf3 -c` in the c1 pod's network namespace to `iperf3 -s` in the c2 pod's, TCP for
-   `--iperf-seconds`: across the tunnel (checked: the active gateway's tunnel device sent at least as many bytes),
-   then over a veth pair `subm-dp<hex>a/b` added directly between the same two namespaces with /32 routes for
-   just the two pod IPs (checked with `ip route get` and the veth's counters), removed right after. Ratio =
-   tunnel / veth: what the cable costs on top of the kernel's cheapest path between the same two endpoints.
+   `--iperf-seconds`: across the tunnel (checked: the active gateway's tunnel device counted ≥ 90 % of the
+   bytes), then over a veth pair `subm-dp<hex>a/b` added directly between the same two namespaces with /32
+   routes for just the two pod IPs (checked with `ip route get` and the veth's counters), removed right after;
+   `--rounds` such pairs. Ratio = tunnel / veth (median of the rounds' ratios): what the cable costs on top of
+   the kernel's cheapest path between the same two endpoints.
 2. **Failover outage**: a probe in the c1 pod's namespace GETs whereami's c2 pod IP 10 times a second (each
    request times out after 0.1 s, at most `--probe-seconds`) while the active c1 gateway pod is deleted; the
    outage is the longest time between two successful requests. Goal ≤ 2 s.
@@ -25,9 +26,9 @@ Everything stays inside the lab's namespaces and addresses; every wait and comma
 veth) is deleted in `finally` — also on Ctrl-C and SIGTERM — and the script checks nothing is left. A driver
 that fails to connect is reported with its reason, and the next driver still runs. Needs root.
 
-    sudo .venv/bin/python bench/dataplane.py                       # vxlan and wireguard (~2-3 min)
+    sudo .venv/bin/python bench/dataplane.py                       # vxlan and wireguard (~4 min)
     sudo .venv/bin/python bench/dataplane.py --drivers vxlan --json
-    sudo .venv/bin/python bench/dataplane.py --drivers vxlan --iperf-seconds 1 --loss-counts 2 --json  # smoke
+    sudo .venv/bin/python bench/dataplane.py --drivers vxlan --iperf-seconds 1 --rounds 1 --loss-counts 2 --json
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ GATEWAY_DS = "submariner-gateway"
 LOSS_ENV = "SUBMARINER_HEALTHCHECKMAXPACKETLOSSCOUNT"
 TUNNEL_DEVICE = {"vxlan": "vxlan-tunnel", "wireguard": "submariner"}  # the cable's device on a gateway node
 IPERF_PORT = 5201
+# A path carried the run if its device counted at least this share of the bytes iperf3 sent (the counters are
+# read right after iperf3 exits, when the last segments of its send buffer may still be on their way).
+PATH_SHARE = 0.9
 OUTAGE_GOAL_S = 2.0
 DETECTION_GOAL_S = 3.0
 
@@ -371,14 +375,14 @@ def throughput(cs: Clusterset, driver: str, seconds: float, rounds: int) -> dict
         before = link_bytes(lab, gw_netns, device)[0] if device else 0
         tunnel = iperf(lab, cs.client, cs.server, seconds)
         tunnel_tx = link_bytes(lab, gw_netns, device)[0] - before if device else 0
-        if device and tunnel_tx < tunnel["bytes"]:
+        if device and tunnel_tx < PATH_SHARE * tunnel["bytes"]:
             raise RuntimeError(f"the tunnel device {device} on {gw_node} sent {tunnel_tx} bytes, iperf3 "
                                f"{tunnel['bytes']:.0f}: the traffic did not cross the tunnel")
         with direct_veth(lab, cs.client, cs.server) as veth:
             tx_before = link_bytes(lab, cs.client.netns, veth)[0]
             veth_run = iperf(lab, cs.client, cs.server, seconds)
             veth_tx = link_bytes(lab, cs.client.netns, veth)[0] - tx_before
-        if veth_tx < veth_run["bytes"]:
+        if veth_tx < PATH_SHARE * veth_run["bytes"]:
             raise RuntimeError(f"the baseline veth sent {veth_tx} bytes, iperf3 {veth_run['bytes']:.0f}")
         log(f"{driver} round {i + 1}/{rounds}: tunnel {tunnel['mbps']:.0f} Mbit/s ({gw_node}'s {device} sent "
             f"{tunnel_tx / 1e6:.0f} MB), veth {veth_run['mbps']:.0f} Mbit/s ({veth} sent {veth_tx / 1e6:.0f} MB)")
