@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from submariner.broker.api.submariner import GLOBAL_INGRESS_IPS
 from submariner.broker.kube import Cluster, KubeError, Obj
 from submariner.cli import OPERATOR_NAMESPACE
 from submariner.cli import manifests as m
@@ -25,7 +26,7 @@ from submariner.cli.kubeconf import KubeFlags, connect, resolve
 from submariner.cli.netprobe import bootstrap
 from submariner.cli.podexec import exec_in_pod
 from submariner.cli.reporter import Reporter
-from submariner.cli.resources import NAMESPACES, PODS, SUBMARINERS
+from submariner.cli.resources import NAMESPACES, PODS, SERVICE_EXPORTS, SERVICES, SUBMARINERS
 
 TOOL_IMAGE = "cr7258/nettool:v1"
 IPERF_PORT = 5201
@@ -62,7 +63,8 @@ class Bench:
 
     def pod(self, cluster: Cluster, name: str, gateway: bool) -> Obj:
         ns = self.namespace(cluster)
-        cluster.resource(PODS).create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+        cluster.resource(PODS).create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                                           "name": name, "namespace": ns, "labels": {"app": name}},
                                        "spec": {"containers": [{"name": "tool", "image": TOOL_IMAGE}],
                                                 **_placement(gateway)}})
         deadline = time.monotonic() + self.timeout
@@ -89,6 +91,18 @@ class Bench:
             raise CliError(f"{' '.join(command)} in pod {pod['metadata']['name']} failed (exit {code}): "
                            f"{out.strip()[:400]}")
         return out
+
+    def run_until_reachable(self, cluster: Cluster, pod: Obj, command: list[str]) -> str:
+        """`run`, repeated while the server refuses connections: a new global IP's kube-proxy rules and a new
+        Service's endpoints take a moment to appear (the refusal never reached the one-shot server)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self.run(cluster, pod, command)
+            except CliError as e:
+                if "Connection refused" not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(1.0)
 
     @contextlib.contextmanager
     def serving(self, cluster: Cluster, pod: Obj, command: list[str]) -> Iterator[None]:
@@ -122,29 +136,56 @@ def _cluster_id(cluster: Cluster, fallback: str) -> str:
     return fallback
 
 
+def _globalnet(cluster: Cluster) -> bool:
+    with contextlib.suppress(KubeError):
+        cr = cluster.resource(SUBMARINERS).get(OPERATOR_NAMESPACE, m.SUBMARINER_CR)
+        return bool((cr.get("spec") or {}).get("globalCIDR"))
+    return False
+
+
+def global_ingress_ip(bench: Bench, cluster: Cluster, server: Obj, port: int) -> str:
+    """With Globalnet pod IPs overlap, so the client targets the server's global IP: a Service for the pod,
+    exported, and the GlobalIngressIP Globalnet allocates for it (upstream's benchmark does the same)."""
+    ns, name = server["metadata"]["namespace"], server["metadata"]["name"]
+    cluster.resource(SERVICES).create({"apiVersion": "v1", "kind": "Service",
+                                       "metadata": {"name": name, "namespace": ns},
+                                       "spec": {"selector": {"app": name},
+                                                "ports": [{"port": port, "targetPort": port, "protocol": "TCP"}]}})
+    cluster.resource(SERVICE_EXPORTS).create({"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+                                              "metadata": {"name": name, "namespace": ns}})
+    deadline = time.monotonic() + bench.timeout
+    while time.monotonic() < deadline:
+        for giip in cluster.resource(GLOBAL_INGRESS_IPS).list(ns)[0]:
+            if ((giip.get("spec") or {}).get("serviceRef") or {}).get("name") == name and \
+                    (giip.get("status") or {}).get("allocatedIP"):
+                return str(giip["status"]["allocatedIP"])
+        time.sleep(0.5)
+    raise CliError(f"no GlobalIngressIP was allocated for the exported Service {ns}/{name} within "
+                   f"{bench.timeout:.0f}s (is Globalnet running?)")
+
+
 def throughput(bench: Bench, a: Cluster, b: Cluster | None, ids: tuple[str, str]) -> None:
     pairs = [(True, True), (False, False)] if b is not None else [(False, True)]
     target = b if b is not None else a
+    globalnet = b is not None and _globalnet(a)
     for i, (client_gw, server_gw) in enumerate(pairs):
         server = bench.pod(target, f"iperf-server-{i}", server_gw)
         client = bench.pod(a, f"iperf-client-{i}", client_gw)
         kind = {True: "Gateway", False: "Non-Gateway"}
+        ip = global_ingress_ip(bench, target, server, IPERF_PORT) if globalnet else server["status"]["podIP"]
         click.echo(f'Performing throughput tests from {kind[client_gw]} pod on cluster "{ids[0]}" to '
                    f'{kind[server_gw]} pod on cluster "{ids[1]}"')
+        client_cmd = ["iperf3", "-w", "256K", "--connect-timeout", str(int(bench.timeout * 1000)), "-P", "10", "-p",
+                      str(IPERF_PORT), "-c", ip]
         with bench.serving(target, server, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)]):
-            ip = server["status"]["podIP"]
-            report = bench.run(a, client, ["iperf3", "-w", "256K", "--connect-timeout",
-                                           str(int(bench.timeout * 1000)), "-P", "10", "-p", str(IPERF_PORT), "-c", ip])
+            report = bench.run_until_reachable(a, client, client_cmd)
         click.echo(report)
 
 
 def latency(bench: Bench, a: Cluster, b: Cluster | None, ids: tuple[str, str]) -> None:
-    if b is not None:
-        with contextlib.suppress(KubeError):
-            cr = a.resource(SUBMARINERS).get(OPERATOR_NAMESPACE, m.SUBMARINER_CR)
-            if (cr.get("spec") or {}).get("globalCIDR"):
-                click.echo("Latency test is not supported with Globalnet enabled, skipping the test...")
-                return
+    if b is not None and _globalnet(a):
+        click.echo("Latency test is not supported with Globalnet enabled, skipping the test...")
+        return
     pairs = [(True, True), (False, False)] if b is not None else [(False, True)]
     target = b if b is not None else a
     for i, (client_gw, server_gw) in enumerate(pairs):

@@ -390,9 +390,9 @@ class Checks:
             self.r.failure(f'Error obtaining ClusterGlobalEgressIP resource "{CLUSTER_EGRESS_NAME}": not found')
             ok = False
         else:
-            ok = self._allocated(cluster_egress, "ClusterGlobalEgressIP", many=True) and ok
+            ok = self._allocated(cluster_egress, "ClusterGlobalEgressIP", default=8) and ok
         for egress in _list(self.kube, GLOBAL_EGRESS_IPS, None):
-            ok = self._allocated(egress, "GlobalEgressIP", many=True) and ok
+            ok = self._allocated(egress, "GlobalEgressIP", default=1) and ok
         ingress = _list(self.kube, GLOBAL_INGRESS_IPS, None)
         by_service = {(g["metadata"].get("namespace"), ((g.get("spec") or {}).get("serviceRef") or {}).get("name"))
                       for g in ingress if (g.get("status") or {}).get("allocatedIP")}
@@ -408,15 +408,16 @@ class Checks:
         self.r.end()
         return ok
 
-    def _allocated(self, obj: Obj, kind: str, *, many: bool) -> bool:
+    def _allocated(self, obj: Obj, kind: str, *, default: int) -> bool:
+        """Allocated=True with as many IPs as `spec.numberOfIPs` asks (the API's default when unset)."""
         meta, status = obj["metadata"], obj.get("status") or {}
         name = f'{meta.get("namespace")}/{meta["name"]}' if meta.get("namespace") else meta["name"]
         allocated = _conditions(obj).get("Allocated") or {}
         if allocated.get("status") != "True":
             self.r.failure(f'{kind} "{name}" is not allocated: {allocated.get("message") or "no Allocated condition"}')
             return False
-        wanted = int((obj.get("spec") or {}).get("numberOfIPs") or 1)
-        got = len(status.get("allocatedIPs") or []) if many else int(bool(status.get("allocatedIP")))
+        wanted = int((obj.get("spec") or {}).get("numberOfIPs") or default)
+        got = len(status.get("allocatedIPs") or [])
         if got != wanted:
             self.r.failure(f'{kind} "{name}" has {got} allocated IPs, but {wanted} were requested')
             return False
