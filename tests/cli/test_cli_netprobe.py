@@ -220,3 +220,27 @@ def test_sniffer_sees_the_tag_and_rr_measures(netns: str) -> None:
     refused = subprocess.run(_probe(netns, "http-get", "--url", "http://127.0.0.1:32780/metrics", "--retries", "1"),
                              capture_output=True, text=True, timeout=30)
     assert refused.returncode == 7 and "failed after 2 attempts: ConnectionRefusedError" in refused.stderr
+
+
+def test_intra_cluster_needs_a_non_gateway_node() -> None:
+    import io
+
+    from submariner.cli.reporter import Reporter
+    from submariner.cli.resources import ENDPOINTS, GATEWAYS, NODES
+
+    kube = FakeCluster()
+    for node in ("c1-worker", "c1-worker2"):
+        kube.resource(NODES).create({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": node, "labels": {"submariner.io/gateway": "true"}}})
+    kube.resource(ENDPOINTS).create({"apiVersion": "submariner.io/v1", "kind": "Endpoint", "metadata": {
+        "name": "c2-ep", "namespace": "submariner-operator"}, "spec": _endpoint("c2", "c2-worker")["spec"]})
+    gw = kube.resource(GATEWAYS).create({"apiVersion": "submariner.io/v1", "kind": "Gateway", "metadata": {
+        "name": "c1-worker", "namespace": "submariner-operator"}})
+    gw["status"] = {"haStatus": "active", "localEndpoint": {"hostname": "c1-worker"}}
+    kube.resource(GATEWAYS).update_status(gw)
+    out = io.StringIO()
+    side = firewall.Side(kube, "c1", {"spec": {"clusterID": "c1"}})
+    assert not firewall.intra_cluster(side, Reporter(out, terminal=False), firewall.Options(5.0))
+    assert out.getvalue().endswith(' ✗ Every node of cluster "c1" is a gateway node: there is no non-gateway node for '
+                                   "the client pod\n"), out.getvalue()
+    assert firewall.gateway_node(side, "submariner-operator") == "c1-worker"

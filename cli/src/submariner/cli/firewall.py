@@ -83,6 +83,13 @@ def single_node(kube: ClientFactory) -> bool:
     return len(_list(kube, NODES, None)) == 1
 
 
+def require_non_gateway_node(side: Side) -> None:
+    """Client pods go to nodes without the gateway label; without one they would wait for the whole timeout."""
+    if all((n["metadata"].get("labels") or {}).get(m.GATEWAY_LABEL) == "true" for n in _list(side.kube, NODES, None)):
+        raise CliError(f'every node of cluster "{side.name}" is a gateway node: there is no non-gateway node for '
+                       "the client pod")
+
+
 def _endpoint_spec(endpoint: Obj) -> Obj:
     spec = endpoint.get("spec")
     return spec if isinstance(spec, dict) else {}
@@ -206,13 +213,14 @@ def intra_cluster(side: Side, reporter: Reporter, opts: Options) -> bool:
         if str((side.submariner.get("status") or {}).get("networkPlugin") or "") == "OVNKubernetes":
             reporter.end()
             return True
-        cluster = side.cluster()
         try:
             remote = remote_endpoint(side, opts.namespace)
         except CliError as e:
             reporter.error(e, "Unable to obtain a remote endpoint")
             return False
         node = gateway_node(side, opts.namespace)
+        require_non_gateway_node(side)
+        cluster = side.cluster()
         remote_ip = str(_endpoint_spec(remote)["subnets"][0]).split("/", 1)[0]
         image = testpods.nettest_image(side.submariner)
         pods = testpods.PodSet(min(opts.validation_timeout, 120.0))
@@ -291,6 +299,7 @@ def inter_cluster(local: Side, remote: Side, reporter: Reporter, opts: Options, 
         except CliError as e:
             reporter.error(e, f'Error retrieving the gateway IP of cluster "{local.name}"')
             return False
+        require_non_gateway_node(remote)
         tag = secrets.token_hex(4)
         ports = f"{port},{lb_port}" if lb_port else str(port)
         local_cluster, remote_cluster = local.cluster(), remote.cluster()
@@ -354,6 +363,7 @@ def metrics_reachable(side: Side, reporter: Reporter, opts: Options, component: 
         except CliError:
             pass  # no active gateway: reported by the deployment check; probe any running pod
         url = f"http://{running[0]['status']['hostIP']}:{m.METRICS_PORTS[daemon]}/metrics"
+        require_non_gateway_node(side)
         pods = testpods.PodSet(min(opts.validation_timeout, 120.0))
         try:
             try:
