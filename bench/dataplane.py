@@ -20,7 +20,10 @@ create cluster` broker, c1 (two gateway nodes) and c2; `subctl deploy-broker`; `
 3. **Dead-cluster detection**: c2's gateway node's eth0 goes down; the time until c1's active Gateway shows
    the connection to c2 as not connected (polled through the API every 50 ms). For each `--loss-counts` value
    (default 1 and 2; the c1 gateway DaemonSet's SUBMARINER_HEALTHCHECKMAXPACKETLOSSCOUNT, rolled out between
-   measurements); eth0 comes back up and the connection must recover each time. Goal ≤ 3 s.
+   measurements); eth0 comes back up and the connection must recover each time. Goal ≤ 3 s. The pinger
+   declares a loss at the (count+1)-th unanswered echo, so detection lies in (count, count+1] s plus the
+   status write; the link goes down just after the Gateway shows a fresh RTT (i.e. just after an answered echo),
+   which puts the numbers near the upper end of that range. Also shown: when the c1 gateway logged the loss.
 
 Everything stays inside the lab's namespaces and addresses; every wait and command is bounded; the lab (and the
 veth) is deleted in `finally` — also on Ctrl-C and SIGTERM — and the script checks nothing is left. A driver
