@@ -471,6 +471,16 @@ ALL = (("k8s-version",), ("deployment",),
 """`diagnose all`: upstream's blocks (version, deployment, connectivity, service discovery), an empty line between."""
 
 
+def _run_checks(checks: Checks, groups: tuple[tuple[str, ...], ...]) -> bool:
+    ok = True
+    for i, group in enumerate(groups):
+        if i:
+            sys.stderr.write("\n")
+        for name in group:
+            ok = CHECKS[name](checks) and ok
+    return ok
+
+
 def run(kube: KubeFlags, groups: tuple[tuple[str, ...], ...], contexts: list[str], namespace: str, reporter: Reporter,
         options: firewall.Options | None = None, in_cluster: bool = False) -> bool:
     if in_cluster:  # the pod's service account, one cluster, no header (upstream's --in-cluster)
@@ -479,34 +489,22 @@ def run(kube: KubeFlags, groups: tuple[tuple[str, ...], ...], contexts: list[str
         except Exception as e:  # kubernetes.config.ConfigException and friends: one line
             raise CliError(f"{e} (--in-cluster works only inside a pod)", "Error loading the in-cluster configuration"
                            ) from None
-        checks = Checks(client, reporter, namespace, options, "in-cluster")
+        ok = _run_checks(Checks(client, reporter, namespace, options, "in-cluster"), groups)
+    else:
         ok = True
-        for i, group in enumerate(groups):
-            if i:
-                sys.stderr.write("\n")
-            for name in group:
-                ok = CHECKS[name](checks) and ok
-        if len(groups) > 1:
-            sys.stdout.write(SKIP_FIREWALL + "\n")
-        return ok
-    ok = True
-    with_header = not kube.context
-    for ctx in select_contexts(kube, contexts, reporter.warning):
-        if with_header:
-            sys.stdout.write(f'Cluster "{ctx.cluster}"\n')
+        with_header = not kube.context
+        for ctx in select_contexts(kube, contexts, reporter.warning):
+            if with_header:
+                sys.stdout.write(f'Cluster "{ctx.cluster}"\n')
+                sys.stdout.flush()
+            try:
+                ok = _run_checks(Checks(connect(kube, ctx.name), reporter, namespace, options, ctx.cluster),
+                                 groups) and ok
+            except (KubeError, CliError, ValueError) as e:
+                reporter.error(e, f'Error diagnosing cluster "{ctx.cluster}"')
+                ok = False
+            sys.stdout.write("\n")
             sys.stdout.flush()
-        try:
-            checks = Checks(connect(kube, ctx.name), reporter, namespace, options, ctx.cluster)
-            for i, group in enumerate(groups):
-                if i:
-                    sys.stderr.write("\n")
-                for name in group:
-                    ok = CHECKS[name](checks) and ok
-        except (KubeError, CliError, ValueError) as e:
-            reporter.error(e, f'Error diagnosing cluster "{ctx.cluster}"')
-            ok = False
-        sys.stdout.write("\n")
-        sys.stdout.flush()
     if len(groups) > 1:
         sys.stdout.write(SKIP_FIREWALL + "\n")
     return ok
