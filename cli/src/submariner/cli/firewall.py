@@ -79,6 +79,12 @@ def _list(kube: ClientFactory, res: object, ns: str | None) -> list[Obj]:
         return []
 
 
+def pod_start_timeout(opts: Options) -> float:
+    """How long a probe pod may take to start: the validation timeout, but at least 30 s (a short validation
+    timeout bounds the capture, not the image pull) and at most 120 s."""
+    return max(30.0, min(opts.validation_timeout, 120.0))
+
+
 def single_node(kube: ClientFactory) -> bool:
     return len(_list(kube, NODES, None)) == 1
 
@@ -223,7 +229,7 @@ def intra_cluster(side: Side, reporter: Reporter, opts: Options) -> bool:
         cluster = side.cluster()
         remote_ip = str(_endpoint_spec(remote)["subnets"][0]).split("/", 1)[0]
         image = testpods.nettest_image(side.submariner)
-        pods = testpods.PodSet(min(opts.validation_timeout, 120.0))
+        pods = testpods.PodSet(pod_start_timeout(opts))
         try:
             try:
                 sniffer = pods.start(cluster, "validate-sniffer", opts.namespace, image, host_network=True, node=node)
@@ -303,7 +309,7 @@ def inter_cluster(local: Side, remote: Side, reporter: Reporter, opts: Options, 
         tag = secrets.token_hex(4)
         ports = f"{port},{lb_port}" if lb_port else str(port)
         local_cluster, remote_cluster = local.cluster(), remote.cluster()
-        pods = testpods.PodSet(min(opts.validation_timeout, 120.0))
+        pods = testpods.PodSet(pod_start_timeout(opts))
         try:
             try:
                 sniffer = pods.start(local_cluster, "validate-sniffer", opts.namespace,
@@ -364,7 +370,7 @@ def metrics_reachable(side: Side, reporter: Reporter, opts: Options, component: 
             pass  # no active gateway: reported by the deployment check; probe any running pod
         url = f"http://{running[0]['status']['hostIP']}:{m.METRICS_PORTS[daemon]}/metrics"
         require_non_gateway_node(side)
-        pods = testpods.PodSet(min(opts.validation_timeout, 120.0))
+        pods = testpods.PodSet(pod_start_timeout(opts))
         try:
             try:
                 client = pods.start(side.cluster(), "validate-client", opts.namespace,
