@@ -10,6 +10,7 @@
 #   docker build --target lighthouse-agent       -t quay.io/submariner/lighthouse-agent:0.19.0 .
 #   docker build --target lighthouse-coredns     -t quay.io/submariner/lighthouse-coredns:0.19.0 .
 #   docker build --target submariner-broker      -t submariner-broker:0.19.0 .
+#   docker build --target nettest                -t quay.io/submariner/nettest:0.19.0 .
 #
 # or run any program of the default image with `--entrypoint <console script>`.
 
@@ -68,6 +69,14 @@ EXPOSE 53/udp 53/tcp
 
 FROM base AS sublab
 ENTRYPOINT ["sublab"]
+
+# subctl diagnose firewall / benchmark start idle probe pods from this image and run their probes through
+# pods/exec as `python3 -c …` (upstream's nettest image has no python3): keep it idle until then.
+FROM base AS nettest
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iperf3 \
+ && rm -rf /var/lib/apt/lists/*
+ENTRYPOINT ["sleep", "infinity"]
 
 # Last stage = the default target: subctl.
 FROM base AS subctl
