@@ -64,6 +64,7 @@ from submariner.broker.kube.client import Cluster, KubeError
 from submariner.lab import state, topology
 from submariner.lab.lifecycle import PODS, client
 from submariner.lab.names import LOGS_ANNOTATION, NETNS_ANNOTATION, Instance
+from submariner.lab.programs import httpprobe
 
 REPO = Path(__file__).resolve().parent.parent
 WHEREAMI_CS = (REPO / "scripts" / "seed" / "whereami-cs.yaml").read_text()
@@ -79,28 +80,6 @@ PATH_SHARE = 0.9
 OUTAGE_GOAL_S = 2.0
 DETECTION_GOAL_S = 3.0
 
-# The probe of tests/lab/test_lab_dataplane.py: one GET per interval, "<t> <ok>" per line, stops `settle` s
-# after traffic came back (or at `limit`).
-PROBE = """
-import sys, time, urllib.request
-url, interval, limit, settle = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-start = time.monotonic(); ok_since_fail = None; failed = False
-while time.monotonic() - start < limit:
-    t = time.monotonic()
-    try:
-        urllib.request.urlopen(url, timeout=interval).read(); ok = True
-    except Exception:
-        ok = False
-    print(f"{t - start:.3f} {int(ok)}", flush=True)
-    failed = failed or not ok
-    if ok and failed:
-        ok_since_fail = ok_since_fail or t
-        if t - ok_since_fail > settle:
-            break
-    elif not ok:
-        ok_since_fail = None
-    time.sleep(max(0.0, interval - (time.monotonic() - t)))
-"""
 
 T = TypeVar("T")
 
@@ -402,21 +381,10 @@ def throughput(cs: Clusterset, driver: str, seconds: float, rounds: int) -> dict
 # ------------------------------------------------------------------------------------------- failover
 
 
-def outage(samples: list[tuple[float, bool]]) -> float:
-    """Longest time without a successful request: from the last success before a failure to the next success."""
-    worst, last_ok = 0.0, None
-    for t, ok in samples:
-        if ok:
-            if last_ok is not None:
-                worst = max(worst, t - last_ok)
-            last_ok = t
-    return worst
-
-
 def failover(cs: Clusterset, probe_seconds: float, settle: float) -> dict[str, Any]:
     lab = cs.lab
     active = wait_for("an active c1 gateway", lambda: cs.active_gateway_node("c1"), timeout=30)
-    probe = subprocess.Popen(["ip", "netns", "exec", cs.client.netns, sys.executable, "-c", PROBE,
+    probe = subprocess.Popen(["ip", "netns", "exec", cs.client.netns, sys.executable, httpprobe.__file__,
                               f"http://{cs.whereami_ip}/", "0.1", f"{probe_seconds:g}", f"{settle:g}"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -431,10 +399,10 @@ def failover(cs: Clusterset, probe_seconds: float, settle: float) -> dict[str, A
         out, _ = probe.communicate(timeout=probe_seconds + 15)
     finally:
         stop_pid(probe, timeout=5)
-    samples = [(float(t), ok == "1") for t, ok in (line.split() for line in out.splitlines() if line.strip())]
+    samples = httpprobe.samples(out)
     if not samples or not samples[-1][1]:
         raise RuntimeError(f"failover: traffic did not come back within {probe_seconds:g}s")
-    worst = outage(samples)
+    worst = httpprobe.outage(samples)
     log(f"failover {active} -> {new_active}: outage {worst:.2f}s, takeover {takeover:.2f}s")
     return {"outage_s": worst, "goal_s": OUTAGE_GOAL_S, "met": worst <= OUTAGE_GOAL_S, "from": active,
             "to": new_active, "takeover_s": takeover, "requests": len(samples),

@@ -24,30 +24,9 @@ import pytest
 
 from labharness import BIN, Lab, kind_config, lab_instance, needs_root
 from seed_manifests import WHEREAMI_CS
+from submariner.lab.programs import httpprobe
 
 pytestmark = [pytest.mark.root, needs_root]
-
-PROBE = """
-import sys, time, urllib.request
-url, interval, limit, settle = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-start = time.monotonic(); ok_since_fail = None; failed = False
-while time.monotonic() - start < limit:
-    t = time.monotonic()
-    try:
-        urllib.request.urlopen(url, timeout=interval).read(); ok = True
-    except Exception:
-        ok = False
-    print(f"{t - start:.3f} {int(ok)}", flush=True)
-    failed = failed or not ok
-    if ok and failed:
-        ok_since_fail = ok_since_fail or t
-        if t - ok_since_fail > settle:
-            break
-    elif not ok:
-        ok_since_fail = None
-    time.sleep(max(0.0, interval - (time.monotonic() - t)))
-"""
-
 
 @dataclass
 class Clusterset:
@@ -163,24 +142,13 @@ def test_cross_cluster_traffic(lab: Lab, tmp_path: Path, driver: str) -> None:
         assert "submariner" in out
 
 
-def _outage(samples: list[tuple[float, bool]]) -> float:
-    """Longest time without a successful request, from the last success before a failure to the next success."""
-    worst, last_ok = 0.0, None
-    for t, ok in samples:
-        if ok:
-            if last_ok is not None:
-                worst = max(worst, t - last_ok)
-            last_ok = t
-    return worst
-
-
 def test_gateway_failover_outage(lab: Lab, tmp_path: Path) -> None:
     cs = _build(lab, tmp_path, "vxlan", c1_workers=2)
     active = lab.wait_for("an active c1 gateway", lambda: cs.active_gateway_node("c1"), timeout=30)
     pod_ip, _ = _c2_targets(cs)
     probe = subprocess.Popen(
-        [str(BIN / "kubectl"), "--context", lab.instance.context("c1"), "exec", "client", "--", "python3", "-c",
-         PROBE, f"http://{pod_ip}/", "0.1", "60", "3"],
+        [str(BIN / "kubectl"), "--context", lab.instance.context("c1"), "exec", "client", "--", "python3",
+         httpprobe.__file__, f"http://{pod_ip}/", "0.1", "60", "3"],
         env=lab.env, stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     pods = cs.json("c1", "get", "pods", "-n", "submariner-operator", "-l", "app=submariner-gateway",
@@ -188,8 +156,8 @@ def test_gateway_failover_outage(lab: Lab, tmp_path: Path) -> None:
     lab.kubectl("c1", "-n", "submariner-operator", "delete", "pod", str(pods[0]["metadata"]["name"]),  # type: ignore[index]
                 "--wait=false")
     out, _ = probe.communicate(timeout=90)
-    samples = [(float(t), ok == "1") for t, ok in (line.split() for line in out.splitlines() if line.strip())]
-    outage = _outage(samples)
+    samples = httpprobe.samples(out)
+    outage = httpprobe.outage(samples)
     new_active = cs.active_gateway_node("c1")
     print(f"\nfailover: active {active} -> {new_active}, outage {outage:.2f} s "
           f"({sum(not ok for _, ok in samples)} failed of {len(samples)} requests at 10/s)")
