@@ -7,28 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from submariner.broker.kube import Cluster, KubeError, NotFound
-
-KIND_COREFILE = """.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30
-    loop
-    reload
-    loadbalance
-}
-"""
+from submariner.lab.daemon import KIND_COREFILE  # kind's default Corefile, as the lab seeds it
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 
 from submariner.broker.api.crds import all_crds
 from submariner.cli import manifests as m
+from submariner.lab.daemon import KIND_COREFILE  # kind's default Corefile, as the lab seeds it
 
 K8S_VERSION = "1.30.0"
 
@@ -156,29 +157,6 @@ def test_lighthouse_coredns_corefile_and_mount() -> None:
     from submariner.lighthouse.dns.corefile import parse
 
     assert parse(cm["data"]["Corefile"])
-
-
-KIND_COREFILE = """.:53 {
-    errors
-    health {
-       lameduck 5s
-    }
-    ready
-    kubernetes cluster.local in-addr.arpa ip6.arpa {
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }
-    prometheus :9153
-    forward . /etc/resolv.conf {
-       max_concurrent 1000
-    }
-    cache 30
-    loop
-    reload
-    loadbalance
-}
-"""
 
 
 def test_coredns_forward_block_is_prepended_once_and_replaced_on_ip_change() -> None:
