@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from apiservers import RunningServer
+from apiservers import BIN, RunningServer
 from submariner.broker.apiserver import podexec
 
 ANNOTATION = "lab.submariner.io/netns"
@@ -51,6 +53,52 @@ def test_kubectl_exec_streams_stdin_and_exit_code(api_server_factory: Callable[.
     assert (both.returncode, both.stdout, "err" in both.stderr) == (3, "out\n", True)
     echoed = server.kubectl("exec", "-i", "client", "--", "sh", "-c", "tr a-z A-Z; exit 0", input="hello\n")
     assert echoed.stdout == "HELLO\n"
+
+
+def _run_on_a_terminal(argv: list[str], typed: list[bytes], timeout: float = 30) -> tuple[int, bytes]:
+    """Run `argv` with a pseudo-terminal as its stdin/stdout/stderr (kubectl -t needs one), type `typed` line by
+    line once output settles, and return (exit status, everything it printed)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    pending = list(typed)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: kubectl exited
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif pending:  # quiet: the shell waits for input
+                os.write(master, pending.pop(0))
+            elif proc.poll() is not None:
+                break
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic())), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+@pytest.mark.root
+@needs_root
+def test_kubectl_exec_it_gives_an_interactive_terminal(api_server_factory: Callable[..., RunningServer],
+                                                      netns: str) -> None:
+    server = api_server_factory("exec", ["--pod-exec-netns", f"{ANNOTATION}=subm-ex-"])
+    _pod(server, "client", netns)
+    argv = [str(BIN / "kubectl"), "--kubeconfig", str(server.kubeconfig), "--context", server.context,
+            "exec", "-it", "client", "--", "sh"]
+    code, out = _run_on_a_terminal(argv, [b"tty; echo sum=$((40+2))\n", b"exit 7\n"])
+    text = out.decode(errors="replace")
+    assert code == 7, text
+    assert "sum=42" in text and "/dev/pts/" in text, text  # a real terminal: `tty` names it
 
 
 @pytest.mark.root

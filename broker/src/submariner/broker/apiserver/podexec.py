@@ -5,20 +5,25 @@ backend a lab gives it: "run the command in the network namespace named by this 
 pods are network namespaces). Without a backend the subresource answers 404 like a server that lacks it.
 
 Wire format: every binary message starts with a channel byte — 0 stdin, 1 stdout, 2 stderr, 3 the final
-`Status` (JSON), 4 terminal resize; v5 adds 255 + channel = "this stream is closed" (kubectl sends it for stdin).
+`Status` (JSON), 4 terminal resize; v5 adds 255 + channel = "this stream is closed" (kubectl sends it for
+stdin). With `-t` the command runs on a pseudo-terminal (an interactive shell works).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import shlex
+import struct
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import termios
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,21 +116,37 @@ async def serve(http_request: web.Request, pod: Mapping[str, Any], request: Exec
                 backend: NetnsExecBackend) -> web.StreamResponse:
     """Upgrade to WebSocket, run the command, stream its output, send the Status, close."""
     argv = backend.argv(pod, request)  # ExecError → 400 before the upgrade
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=4 * 1024 * 1024)
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, compress=False, max_msg_size=4 * 1024 * 1024)
     if not ws.can_prepare(http_request).ok:
         raise ExecError("pods/exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); "
                         "SPDY is not supported by this server")
     await ws.prepare(http_request)
+    meta = pod.get("metadata") or {}
+    log.info("exec pod=%s/%s tty=%s command=%s", meta.get("namespace"), meta.get("name"), request.tty,
+             shlex.join(request.command))
+    try:
+        if request.tty:
+            return await _serve_tty(ws, argv, environment(pod), request)
+        return await _serve_pipes(ws, argv, environment(pod), request)
+    except Exception as exc:  # the socket is a WebSocket now: an HTTP error body would corrupt its frames
+        log.exception("exec failed pod=%s/%s", meta.get("namespace"), meta.get("name"))
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.send_bytes(status(None, f"internal error: {type(exc).__name__}: {exc}"))
+                await ws.close()
+        return ws
+
+
+async def _serve_pipes(ws: web.WebSocketResponse, argv: list[str], env: dict[str, str],
+                       request: ExecRequest) -> web.WebSocketResponse:
+    """Without `-t`: stdout and stderr on their own channels, stdin from channel 0 until v5 closes it."""
     v5 = ws.ws_protocol == PROTOCOLS[0]
-    log.info("exec pod=%s/%s command=%s", (pod.get("metadata") or {}).get("namespace"),
-             (pod.get("metadata") or {}).get("name"), shlex.join(request.command))
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=environment(pod), start_new_session=True,
+            *argv, env=env, start_new_session=True,
             stdin=asyncio.subprocess.PIPE if request.stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT if request.tty else asyncio.subprocess.PIPE)
-    except OSError as exc:
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except (OSError, subprocess.SubprocessError) as exc:  # the socket is a WebSocket now: answer in-band
         await ws.send_bytes(status(None, f"failed to start {request.command[0]}: {exc}"))
         await ws.close()
         return ws
@@ -151,14 +172,94 @@ async def serve(http_request: web.Request, pod: Mapping[str, Any], request: Exec
 
     feeder = asyncio.create_task(feed())
     try:
-        await asyncio.gather(pump(proc.stdout, STDOUT, request.stdout),
-                             pump(proc.stderr, STDERR, request.stderr or request.tty))
+        await asyncio.gather(pump(proc.stdout, STDOUT, request.stdout), pump(proc.stderr, STDERR, request.stderr))
         code = await proc.wait()
         if not ws.closed:
             await ws.send_bytes(status(code))
             await ws.close()
     finally:
         feeder.cancel()
+        if proc.returncode is None:  # the client went away: stop what it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            await proc.wait()
+    return ws
+
+
+def _controlling_terminal(slave: int) -> Callable[[], None]:
+    """For the child: a new session whose terminal is the pty (job control, ^C → SIGINT, `tty` names it). By
+    the slave's own descriptor, not 0: event loops differ in whether stdio is in place when this runs."""
+
+    def preexec() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    return preexec
+
+
+def _resize(fd: int, message: bytes) -> None:
+    """Channel 4: `{"Width": cols, "Height": rows}` → the pty's window size (SIGWINCH to the program)."""
+    with contextlib.suppress(ValueError, TypeError, OSError):
+        size = json.loads(message)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
+
+
+async def _serve_tty(ws: web.WebSocketResponse, argv: list[str], env: dict[str, str],
+                     request: ExecRequest) -> web.WebSocketResponse:
+    """`kubectl exec -it`: the command runs on a pseudo-terminal; its output (stdout and stderr merged, as a
+    terminal does) goes out on channel 1, channel 0 is typed into it, channel 4 resizes it."""
+    master, slave = os.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, env={**env, "TERM": env.get("TERM", "xterm")},
+                                                    stdin=slave, stdout=slave, stderr=slave,
+                                                    preexec_fn=_controlling_terminal(slave))
+    except (OSError, subprocess.SubprocessError) as exc:  # the socket is a WebSocket now: answer in-band
+        os.close(master)
+        await ws.send_bytes(status(None, f"failed to start {request.command[0]}: {exc}"))
+        await ws.close()
+        return ws
+    finally:
+        os.close(slave)
+    loop = asyncio.get_running_loop()
+    output: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(master, _READ_CHUNK)
+        except OSError:  # EIO: every slave end is closed (the program and its children are gone)
+            data = b""
+        if data:
+            output.put_nowait(data)
+        else:
+            loop.remove_reader(master)
+            output.put_nowait(None)
+
+    loop.add_reader(master, readable)
+
+    async def feed() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            data: bytes = msg.data
+            if data[0] == STDIN and len(data) > 1:
+                with contextlib.suppress(OSError):
+                    os.write(master, data[1:])
+            elif data[0] == RESIZE:
+                _resize(master, data[1:])
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while (chunk := await output.get()) is not None:
+            if not ws.closed:
+                await ws.send_bytes(bytes([STDOUT]) + chunk)
+        code = await proc.wait()
+        if not ws.closed:
+            await ws.send_bytes(status(code))
+            await ws.close()
+    finally:
+        feeder.cancel()
+        loop.remove_reader(master)
+        os.close(master)
         if proc.returncode is None:  # the client went away: stop what it started
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
