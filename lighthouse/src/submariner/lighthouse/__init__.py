@@ -1,4 +1,5 @@
-"""Lighthouse: the service-discovery agent and the clusterset.local DNS server.
+"""Lighthouse: cross-cluster service discovery (the Kubernetes Multi-Cluster Services API).
 
-Not implemented yet: the distribution exists so the monorepo layout is fixed; see issue #3.
+`agent/` (`lighthouse-agent`) turns ServiceExports into ServiceImports and EndpointSlices shared through the
+broker; `dns/` (`lighthouse-dns`) is a CoreDNS-compatible server that answers `clusterset.local` from them.
 """
