@@ -15,7 +15,6 @@ from submariner.lab.kubelet import (
     Container,
     PodIPAM,
     PodRuntime,
-    WorkQueue,
     expand_vars,
     pod_status,
     readiness_probe,
@@ -150,25 +149,6 @@ def test_ipam_skips_network_and_gateway_persists_and_rotates(tmp_path: Path) -> 
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.8.1.0/29") for ip in held)
     with pytest.raises(RuntimeError, match="exhausted"):
         again.allocate("g")
-
-
-def test_work_queue_dedups_and_serialises() -> None:
-    q = WorkQueue()
-    q.add(("ns", "a"))
-    q.add(("ns", "a"))
-    q.add(("ns", "b"))
-    first = q.get()
-    assert first == ("ns", "a")
-    q.add(("ns", "a"))  # re-added while processing: comes back only after done()
-    assert q.get() == ("ns", "b")
-    q.done(("ns", "b"))
-    q.done(("ns", "a"))
-    assert q.get() == ("ns", "a")
-    q.add_after(("ns", "c"), 0.05)
-    q.done(("ns", "a"))
-    assert q.get() == ("ns", "c")
-    q.shutdown()
-    assert q.get() is None
 
 
 def _runtime(containers: list[Container]) -> PodRuntime:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
-import heapq
 import ipaddress
 import json
 import logging
@@ -54,6 +53,7 @@ from submariner.broker.kube import (
     NotFound,
     Obj,
 )
+from submariner.broker.kube.workqueue import WorkQueue
 from submariner.lab import images
 from submariner.lab.names import LOGS_ANNOTATION, NETNS_ANNOTATION, Instance
 
@@ -387,73 +387,6 @@ def probe_once(netns: str, host: str, probe: Probe, timeout: float = PROBE_TIMEO
         return False
 
 
-# ---------------------------------------------------------------------------------- work queue
-
-
-class WorkQueue:
-    """client-go's workqueue in miniature: a key is queued once, never processed by two workers at once."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._queue: list[Key] = []
-        self._dirty: set[Key] = set()
-        self._processing: set[Key] = set()
-        self._delayed: list[tuple[float, int, Key]] = []
-        self._seq = 0
-        self._shutdown = False
-
-    def add(self, key: Key) -> None:
-        with self._cond:
-            if self._shutdown or key in self._dirty:
-                return
-            self._dirty.add(key)
-            if key not in self._processing:
-                self._queue.append(key)
-                self._cond.notify()
-
-    def add_after(self, key: Key, delay: float) -> None:
-        if delay <= 0:
-            self.add(key)
-            return
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
-            self._cond.notify()
-
-    def get(self) -> Key | None:
-        """The next key (None once shut down); call `done(key)` after processing it."""
-        with self._cond:
-            while True:
-                if self._shutdown:
-                    return None
-                now = time.monotonic()
-                while self._delayed and self._delayed[0][0] <= now:
-                    _, _, key = heapq.heappop(self._delayed)
-                    if key not in self._dirty:
-                        self._dirty.add(key)
-                        if key not in self._processing:
-                            self._queue.append(key)
-                if self._queue:
-                    key = self._queue.pop(0)
-                    self._dirty.discard(key)
-                    self._processing.add(key)
-                    return key
-                wait = self._delayed[0][0] - now if self._delayed else None
-                self._cond.wait(wait)
-
-    def done(self, key: Key) -> None:
-        with self._cond:
-            self._processing.discard(key)
-            if key in self._dirty:
-                self._queue.append(key)
-                self._cond.notify()
-
-    def shutdown(self) -> None:
-        with self._cond:
-            self._shutdown = True
-            self._cond.notify_all()
-
-
 # ------------------------------------------------------------------------------- pod runtime
 
 
@@ -685,8 +618,7 @@ class NodeAgent:
         self._workers_n = workers
         self._pods: dict[Key, PodRuntime] = {}
         self._lock = threading.RLock()
-        self._queue = WorkQueue()
-        self._failures: dict[Key, int] = {}
+        self._queue: WorkQueue[Key] = WorkQueue(backoff=(0.5, BACKOFF_MAX))
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sa_secrets: dict[tuple[str, str], str] = {}  # (namespace, sa) → secret name
@@ -825,14 +757,11 @@ class NodeAgent:
                 return
             try:
                 self._sync(key)
-                self._failures.pop(key, None)
+                self._queue.forget(key)
             except Exception as e:
-                n = self._failures.get(key, 0) + 1
-                self._failures[key] = n
-                delay = min(BACKOFF_MAX, 0.5 * 2 ** (n - 1))
-                log.warning("pod sync failed pod=%s/%s attempt=%d retry_s=%.1f error=%s", *key, n, delay, e,
-                            exc_info=not isinstance(e, KubeError))
-                self._queue.add_after(key, delay)
+                delay = self._queue.retry(key)
+                log.warning("pod sync failed pod=%s/%s attempt=%d retry_s=%.1f error=%s", *key,
+                            self._queue.requeues(key), delay, e, exc_info=not isinstance(e, KubeError))
             finally:
                 self._queue.done(key)
 
@@ -1658,7 +1587,6 @@ __all__ = [
     "PodIPAM",
     "PodRuntime",
     "Probe",
-    "WorkQueue",
     "cleanup_node",
     "create_netns",
     "delete_link",

@@ -3,7 +3,8 @@
 A key is queued at most once, never handed to two workers at the same time, and re-queued if it was added
 again while being processed; failures back off per key. `get` hands out one key (the Lighthouse agent's
 per-service reconcile); `get_batch` every ready key at once (Globalnet applies one atomic ruleset per batch,
-so a burst of N events becomes one iptables-restore instead of N).
+so a burst of N events becomes one iptables-restore instead of N). The ResourceSyncer, the lab's controllers
+and the lab's kubelet use it too (the syncer keeps its ordered per-key operations beside it, keyed the same).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
+    """Keys to reconcile; `backoff` is (first, cap) seconds of the per-key exponential retry delay."""
+
     def __init__(self, backoff: tuple[float, float] = (0.1, 5.0)) -> None:
         self._cond = threading.Condition()
         self._ready: deque[K] = deque()
@@ -63,8 +66,14 @@ class WorkQueue(Generic[K]):
         return delay
 
     def forget(self, key: K) -> None:
+        """The key succeeded: its next failure starts the backoff from the beginning again."""
         with self._cond:
             self._failures.pop(key, None)
+
+    def requeues(self, key: K) -> int:
+        """Failed attempts since the last `forget` (client-go's NumRequeues; transforms and logs use it)."""
+        with self._cond:
+            return self._failures.get(key, 0)
 
     def get_batch(self, limit: int = 10_000, timeout: float | None = None) -> list[K] | None:
         """Every ready key (up to `limit`), waiting for at least one; [] on timeout, None after shutdown."""
@@ -103,8 +112,14 @@ class WorkQueue(Generic[K]):
                 self._cond.notify()
 
     def idle(self) -> bool:
+        """Nothing ready, processing or waiting for a delayed re-add."""
         with self._cond:
             return not (self._ready or self._processing or self._delayed)
+
+    def busy(self) -> bool:
+        """Work ready or processing now; delayed re-checks (e.g. a future minReadySeconds) do not count."""
+        with self._cond:
+            return bool(self._ready or self._processing)
 
     def __len__(self) -> int:
         with self._cond:

@@ -10,9 +10,7 @@ that carry it, importers skip those without it or carrying their own ID.
 from __future__ import annotations
 
 import enum
-import heapq
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -34,6 +32,7 @@ from submariner.broker.kube.client import (
     missing_namespace,
 )
 from submariner.broker.kube.informer import Informer
+from submariner.broker.kube.workqueue import WorkQueue
 from submariner.broker.sync.federate import Federator, NoopFederator
 
 log = logging.getLogger(__name__)
@@ -111,68 +110,6 @@ class _Outcome(enum.Enum):
     PARKED = 3
 
 
-class _WorkQueue:
-    """client-go workqueue semantics: a key is queued once, never processed concurrently, delays allowed."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ready: deque[ObjectKey] = deque()
-        self._dirty: set[ObjectKey] = set()
-        self._processing: set[ObjectKey] = set()
-        self._delayed: list[tuple[float, int, ObjectKey]] = []
-        self._seq = 0
-        self._shutdown = False
-
-    def add(self, key: ObjectKey) -> None:
-        with self._cond:
-            self._add(key)
-
-    def _add(self, key: ObjectKey) -> None:
-        if self._shutdown or key in self._dirty:
-            return
-        self._dirty.add(key)
-        if key not in self._processing:
-            self._ready.append(key)
-            self._cond.notify()
-
-    def add_after(self, key: ObjectKey, delay: float) -> None:
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
-            self._cond.notify()
-
-    def get(self) -> ObjectKey | None:
-        with self._cond:
-            while True:
-                if self._shutdown:
-                    return None
-                now = time.monotonic()
-                while self._delayed and self._delayed[0][0] <= now:
-                    self._add(heapq.heappop(self._delayed)[2])
-                if self._ready:
-                    key = self._ready.popleft()
-                    self._processing.add(key)
-                    self._dirty.discard(key)
-                    return key
-                self._cond.wait(self._delayed[0][0] - now if self._delayed else None)
-
-    def done(self, key: ObjectKey) -> None:
-        with self._cond:
-            self._processing.discard(key)
-            if key in self._dirty:
-                self._ready.append(key)
-                self._cond.notify()
-
-    def idle(self) -> bool:
-        with self._cond:
-            return not (self._ready or self._processing or self._delayed)
-
-    def shutdown(self) -> None:
-        with self._cond:
-            self._shutdown = True
-            self._cond.notify_all()
-
-
 class ResourceSyncer:
     """Syncs one resource type from a source cluster through a federator; see module docstring."""
 
@@ -191,9 +128,9 @@ class ResourceSyncer:
         self._lock = threading.Lock()
         self._ops: dict[ObjectKey, deque[_PendingOp]] = {}
         self._inflight: set[ObjectKey] = set()
-        self._failures: dict[ObjectKey, int] = {}
         self._parked: dict[str, set[ObjectKey]] = {}
-        self._queue = _WorkQueue()
+        # Keys only; the ordered ops per key live in `_ops` (a key's ops are never run by two workers at once).
+        self._queue: WorkQueue[ObjectKey] = WorkQueue(config.retry_backoff)
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stats: dict[str, int] = {"distributed": 0, "deleted": 0, "skipped": 0, "failed": 0}
@@ -334,12 +271,9 @@ class ResourceSyncer:
                 log.exception("syncer unexpected error syncer=%s key=%s", self.config.name, "/".join(key))
                 outcome = _Outcome.RETRY
             if outcome is _Outcome.RETRY:
-                n = self._failures.get(key, 0)
-                self._failures[key] = n + 1
-                low, high = self.config.retry_backoff
-                self._queue.add_after(key, min(low * 2**n, high) * (0.9 + 0.2 * random.random()))
+                self._queue.retry(key)
             else:
-                self._failures.pop(key, None)
+                self._queue.forget(key)
             self._queue.done(key)
 
     def _process(self, key: ObjectKey) -> _Outcome:
@@ -386,7 +320,7 @@ class ResourceSyncer:
         requeue = False
         result = obj
         if self.config.transform is not None:
-            transformed, requeue = self.config.transform(obj, self._failures.get(key, 0), op)
+            transformed, requeue = self.config.transform(obj, self._queue.requeues(key), op)
             if transformed is None:
                 log.debug("syncer transform skipped syncer=%s op=%s key=%s requeue=%s", name, op, where,
                           requeue)

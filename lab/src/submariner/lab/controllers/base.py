@@ -7,12 +7,9 @@ computes the desired state, diffs and writes. Running a reconcile twice writes n
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
-import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -30,6 +27,7 @@ from submariner.broker.kube import (
     ObjectKey,
     ResourceClient,
 )
+from submariner.broker.kube.workqueue import WorkQueue
 
 from .podutil import meta, same_json
 
@@ -83,73 +81,6 @@ class Caches:
 
     def in_namespace(self, res: APIResource, namespace: str) -> list[Obj]:
         return [o for o in self[res].list() if (meta(o).get("namespace") or "") == namespace]
-
-
-class WorkQueue:
-    """client-go workqueue semantics: a key is queued once and never processed by two workers at a time."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ready: deque[ObjectKey] = deque()
-        self._dirty: set[ObjectKey] = set()
-        self._processing: set[ObjectKey] = set()
-        self._delayed: list[tuple[float, int, ObjectKey]] = []
-        self._seq = 0
-        self._shutdown = False
-
-    def add(self, key: ObjectKey) -> None:
-        with self._cond:
-            self._add(key)
-
-    def _add(self, key: ObjectKey) -> None:
-        if self._shutdown or key in self._dirty:
-            return
-        self._dirty.add(key)
-        if key not in self._processing:
-            self._ready.append(key)
-            self._cond.notify()
-
-    def add_after(self, key: ObjectKey, delay: float) -> None:
-        if delay <= 0:
-            self.add(key)
-            return
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
-            self._cond.notify()
-
-    def get(self) -> ObjectKey | None:
-        """The next key (blocking); None once shut down."""
-        with self._cond:
-            while True:
-                if self._shutdown:
-                    return None
-                now = time.monotonic()
-                while self._delayed and self._delayed[0][0] <= now:
-                    self._add(heapq.heappop(self._delayed)[2])
-                if self._ready:
-                    key = self._ready.popleft()
-                    self._processing.add(key)
-                    self._dirty.discard(key)
-                    return key
-                self._cond.wait(self._delayed[0][0] - now if self._delayed else None)
-
-    def done(self, key: ObjectKey) -> None:
-        with self._cond:
-            self._processing.discard(key)
-            if key in self._dirty:
-                self._ready.append(key)
-                self._cond.notify()
-
-    def busy(self) -> bool:
-        """Work queued or running now (delayed re-checks do not count)."""
-        with self._cond:
-            return bool(self._ready or self._processing)
-
-    def shutdown(self) -> None:
-        with self._cond:
-            self._shutdown = True
-            self._cond.notify_all()
 
 
 @dataclass
@@ -225,14 +156,11 @@ class Controller:
         self.kube = kube
         self.caches = caches
         self.cluster_name = cluster_name
-        self.queue = WorkQueue()
+        self.queue: WorkQueue[ObjectKey] = WorkQueue(backoff=(0.05, 30.0))
         self.expectations = Expectations()
         self._workers = max(1, workers)
         self._threads: list[threading.Thread] = []
-        self._failures: dict[ObjectKey, int] = {}
-        self._failures_lock = threading.Lock()
         self._stopped = threading.Event()
-        self.backoff = (0.05, 30.0)
 
     # -- to implement ----------------------------------------------------------------------------------------
 
@@ -312,29 +240,20 @@ class Controller:
             except (Conflict, AlreadyExists, NotFound) as e:
                 # A stale cache: the newer state is on its way; look again shortly.
                 log.debug("reconcile raced controller=%s key=%s error=%r", self.name, "/".join(key), e.message)
-                self.queue.add_after(key, self._next_backoff(key))
+                self.queue.retry(key)
             except KubeError as e:
                 log.warning("reconcile failed controller=%s key=%s status=%d error=%r",
                             self.name, "/".join(key), e.status, e.message)
-                self.queue.add_after(key, self._next_backoff(key))
+                self.queue.retry(key)
             except Exception:
                 log.exception("reconcile crashed controller=%s key=%s", self.name, "/".join(key))
-                self.queue.add_after(key, self._next_backoff(key))
+                self.queue.retry(key)
             else:
-                with self._failures_lock:
-                    self._failures.pop(key, None)
+                self.queue.forget(key)
                 if delay is not None:
                     self.queue.add_after(key, delay)
             finally:
                 self.queue.done(key)
-
-    def _next_backoff(self, key: ObjectKey) -> float:
-        with self._failures_lock:
-            n = self._failures.get(key, 0)
-            self._failures[key] = n + 1
-        base, cap = self.backoff
-        delay: float = min(cap, base * 2.0**n) * (1 + 0.1 * random.random())
-        return delay
 
 
 def write_status(client: ResourceClient, cached: Obj, new_status: Obj) -> bool:
