@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from netns_echo import ECHO_CLIENT, ECHO_SERVER, in_ns
 from submariner.dataplane.netlink import KernelNetlink
 from submariner.dataplane.packetfilter import IptablesRestore, subprocess_runner
 from submariner.dataplane.packetfilter.ipset import KernelIPSets
@@ -36,37 +37,7 @@ GW_IP, WK_IP = "192.168.50.10", "192.168.50.11"
 REMOTE_IP = "10.9.0.1"
 WK_POD, GW_POD = "10.8.1.5", "10.8.0.5"
 
-ECHO_SERVER = """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 5555))
-print("ready", flush=True)
-while True:
-    data, addr = s.recvfrom(2048)
-    s.sendto(addr[0].encode(), addr)
-"""
 
-ECHO_CLIENT = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(0.5)
-for _ in range(int(sys.argv[2])):
-    s.sendto(b"hi", (sys.argv[1], 5555))
-    try:
-        print(s.recv(2048).decode())
-        break
-    except (socket.timeout, OSError):
-        continue
-else:
-    sys.exit(1)
-"""
-
-
-def in_ns(ns: str, *cmd: str) -> str:
-    result = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} in {ns} failed: {result.stderr}")
-    return result.stdout
 
 
 def sh(ns: str, *cmd: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from netns_echo import ECHO_CLIENT, ECHO_SERVER, in_ns
 from submariner.dataplane.netlink import KernelNetlink
 from submariner.dataplane.packetfilter import IptablesRestore
 from submariner.dataplane.packetfilter.ipset import KernelIPSets
@@ -37,15 +38,6 @@ CLUSTERS = {
            "nodes": {"gw": ("192.168.60.20", "10.2.0"), "wk": ("192.168.60.21", "10.2.1")}},
 }
 
-ECHO_SERVER = """
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 5555))
-print("ready", flush=True)
-while True:
-    data, addr = s.recvfrom(2048)
-    s.sendto(addr[0].encode(), addr)
-"""
 
 MSS_SERVER = """
 import socket
@@ -66,27 +58,6 @@ with socket.create_connection((sys.argv[1], 5556), timeout=5) as s:
     print(s.recv(64).decode())
 """
 
-ECHO_CLIENT = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(0.5)
-for _ in range(int(sys.argv[2])):
-    s.sendto(b"hi", (sys.argv[1], 5555))
-    try:
-        print(s.recv(2048).decode())
-        break
-    except (socket.timeout, OSError):
-        continue
-else:
-    sys.exit(1)
-"""
-
-
-def in_ns(ns: str, *cmd: str) -> str:
-    result = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} in {ns} failed: {result.stderr}")
-    return result.stdout
 
 
 class TwoClusters:
