@@ -103,6 +103,29 @@ def start_gateway(netns: str, node: str, kubeconfig: Path, base: Path, pids: lis
     return proc
 
 
+def start_api(netns: str, inside: InNetns, base: Path, pids: list[int], namespaces: tuple[str, ...]
+              ) -> tuple[Path, Cluster]:
+    """An API server in `netns` with the Submariner CRDs applied (by kubectl) and these namespaces created."""
+    kubeconfig = start_server(netns, base, pids)
+    crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True, check=True).stdout
+    subprocess.run(["ip", "netns", "exec", netns, str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
+                    "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
+    api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
+    for name in namespaces:
+        inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+    return kubeconfig, api
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL and reap every process the test started (newest first)."""
+    for pid in reversed(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.05) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -120,14 +143,7 @@ def test_failover_sigterm_and_sigkill(tmp_path: Path) -> None:
     with topology() as ns:
         inside = InNetns(ns["api"])
         try:
-            kubeconfig = start_server(ns["api"], tmp_path, pids)
-            crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True,
-                                  check=True).stdout
-            subprocess.run(["ip", "netns", "exec", ns["api"], str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
-                            "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
-            api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
-            for name in (NS, BROKER_NS):
-                inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+            kubeconfig, api = start_api(ns["api"], inside, tmp_path, pids, (NS, BROKER_NS))
             # a remote cluster's gateway, already on the broker (discovery off: the legacy choice is immediate)
             west = endpoint(spec("west", "192.168.80.1", subnets=["10.2.0.0/16"],
                                  **{"natt-discovery-port": "0"}), namespace=BROKER_NS)
@@ -184,12 +200,7 @@ def test_failover_sigterm_and_sigkill(tmp_path: Path) -> None:
             assert gw_a.wait(10) == 0
         finally:
             inside.close()
-            for pid in reversed(pids):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            for pid in pids:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+            kill_all(pids)
 
 
 def test_two_clusters_discover_each_other_and_health_check_through_vxlan(tmp_path: Path) -> None:
@@ -200,14 +211,7 @@ def test_two_clusters_discover_each_other_and_health_check_through_vxlan(tmp_pat
     with topology(("10.1.1.1/24", "10.2.1.1/24")) as ns:
         inside = InNetns(ns["api"])
         try:
-            kubeconfig = start_server(ns["api"], tmp_path, pids)
-            crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True,
-                                  check=True).stdout
-            subprocess.run(["ip", "netns", "exec", ns["api"], str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
-                            "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
-            api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
-            for name in ("east-ns", "west-ns", BROKER_NS):
-                inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+            kubeconfig, api = start_api(ns["api"], inside, tmp_path, pids, ("east-ns", "west-ns", BROKER_NS))
             start_gateway(ns["a"], "east-gw", kubeconfig, tmp_path, pids, cluster="east", namespace="east-ns",
                           cluster_cidr="10.1.0.0/16")
             start_gateway(ns["b"], "west-gw", kubeconfig, tmp_path, pids, cluster="west", namespace="west-ns",
@@ -238,12 +242,7 @@ def test_two_clusters_discover_each_other_and_health_check_through_vxlan(tmp_pat
                 "ip", "-n", ns["a"], "route", "show", "table", "100").stdout
         finally:
             inside.close()
-            for pid in reversed(pids):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            for pid in pids:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+            kill_all(pids)
 
 
 @pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="wireguard-go not installed")
@@ -255,14 +254,7 @@ def test_two_clusters_over_wireguard_go(tmp_path: Path) -> None:
     with topology(("10.1.1.1/24", "10.2.1.1/24")) as ns:
         inside = InNetns(ns["api"])
         try:
-            kubeconfig = start_server(ns["api"], tmp_path, pids)
-            crds = subprocess.run([str(BIN / "submariner-broker"), "crds"], capture_output=True, text=True,
-                                  check=True).stdout
-            subprocess.run(["ip", "netns", "exec", ns["api"], str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
-                            "apply", "-f", "-"], input=crds, capture_output=True, text=True, check=True, timeout=60)
-            api = inside(lambda: Cluster.from_kubeconfig(kubeconfig))
-            for name in ("east-ns", "west-ns", BROKER_NS):
-                inside(lambda n=name: api.resource(NAMESPACES).create({"metadata": {"name": n}}))  # type: ignore[misc]
+            kubeconfig, api = start_api(ns["api"], inside, tmp_path, pids, ("east-ns", "west-ns", BROKER_NS))
             east = start_gateway(ns["a"], "east-gw", kubeconfig, tmp_path, pids, cluster="east", namespace="east-ns",
                                  cluster_cidr="10.1.0.0/16", driver="wireguard")
             west = start_gateway(ns["b"], "west-gw", kubeconfig, tmp_path, pids, cluster="west", namespace="west-ns",
@@ -294,12 +286,7 @@ def test_two_clusters_over_wireguard_go(tmp_path: Path) -> None:
                          .stdout.strip() == "", 10)
         finally:
             inside.close()
-            for pid in reversed(pids):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            for pid in pids:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+            kill_all(pids)
             for key in ("a", "b"):  # anything a failed run left behind in our namespaces
                 for pid in sh("ip", "netns", "pids", ns[key], check=False).stdout.split():
                     with contextlib.suppress(ProcessLookupError, ValueError):
