@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -132,3 +133,10 @@ def create_pod(cluster: FakeCluster, p: dict[str, Any]) -> None:
 
 
 __all__ = ["CONFIG", "SERVICES", "Harness", "create_pod", "export", "pod", "service", "wait_until"]
+
+
+def nat_rules(netns: str) -> list[str]:
+    """The `-A ...` lines of `iptables-save -t nat` in a namespace."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"], check=True,
+                         capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.startswith("-A ")]

@@ -4,17 +4,17 @@ rules, the upstream environment, SIGTERM. Checks the kernel's nat table, object 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gntest import nat_rules
 
 from submariner.broker.api import multicluster, submariner
 from submariner.broker.api.crds import crd
@@ -39,22 +39,6 @@ def eventually(pred: Callable[[], Any], timeout: float = 20.0, what: str = "cond
             last = e
         time.sleep(0.1)
     raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"subm-gn-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def _nat(netns: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"], check=True,
-                         capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith("-A ")]
 
 
 def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server: Any, netns: str,
@@ -121,7 +105,7 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
                    != internal["metadata"]["uid"], what="internal Service recreated")
         again = services.get("sample", internal_service_name("whereami-cs"))
         assert again["spec"]["externalIPs"] == [cs_ip] and not again["metadata"].get("deletionTimestamp")
-        lines = eventually(lambda: (x := _nat(netns)) and any(f"-d {pod_ip}/32" in line for line in x) and x,
+        lines = eventually(lambda: (x := nat_rules(netns)) and any(f"-d {pod_ip}/32" in line for line in x) and x,
                            what="ingress rules in the netns")
         assert ("-A SM-GN-EGRESS-CLUSTER -s 10.7.0.0/16 -m mark --mark 0xc0000/0xc0000 -j SNAT "
                 "--to-source 120.2.0.1-120.2.0.8") in lines
@@ -145,7 +129,7 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
         gw_ip = eventually(lambda: cluster.resource(submariner.GATEWAYS).get(NS, "g2-worker")["metadata"][
             "annotations"]["submariner.io/globalIp"], what="gateway health IP")
         assert {gw_ip, pod_ip, cs_ip} == {"120.2.0.254", "120.2.0.253", "120.2.0.252"}  # Allocate(1): highest free
-        icmp = eventually(lambda: [line for line in _nat(netns) if f"-d {gw_ip}/32" in line], what="ICMP DNAT")
+        icmp = eventually(lambda: [line for line in nat_rules(netns) if f"-d {gw_ip}/32" in line], what="ICMP DNAT")
         assert icmp == [f"-A SUBMARINER-GN-INGRESS -d {gw_ip}/32 -p icmp -j DNAT --to-destination 10.7.0.1"]
         cgeip = cluster.resource(submariner.CLUSTER_GLOBAL_EGRESS_IPS).get("", "cluster-egress.submariner.io")
         assert cgeip["status"]["allocatedIPs"] == [f"120.2.0.{i}" for i in range(1, 9)]
@@ -157,7 +141,7 @@ def test_globalnet_process_programs_a_netns_and_cleans_up_on_sigterm(api_server:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, log_path.read_text()[-2000:]
-    left = _nat(netns)
+    left = nat_rules(netns)
     assert not any(line.startswith(("-A SUBMARINER-GN-INGRESS", "-A SUBMARINER-GN-EGRESS", "-A SM-GN-"))
                    for line in left), left
     assert cluster.resource(LEASES).get(NS, LEASE_NAME)["spec"].get("holderIdentity", "") == ""

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
-import subprocess
-from collections.abc import Iterator
 
 import pytest
+from gntest import nat_rules
 
 from submariner.dataplane.packetfilter import IptablesRestore, canonical
 from submariner.dataplane.packetfilter.ipset import KernelIPSets
@@ -17,22 +15,6 @@ from submariner.globalnet.names import egress_ipset_name
 from submariner.globalnet.rules import GlobalnetState, HealthIngress
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"subm-gn-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def _save(netns: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "exec", netns, "iptables-save", "-t", "nat"], check=True,
-                         capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.startswith("-A ")]
 
 
 def _listed(lines: list[str], chain: str) -> list[tuple[str, ...]]:
@@ -55,7 +37,7 @@ def test_walkthrough_rules_in_a_kernel_and_reapply_is_a_noop(netns: str) -> None
     sets.set_members(ns_set, ["10.7.1.20"])
     pf = IptablesRestore(netns=netns)
     assert pf.apply(R.ruleset(state, global_cidrs=("120.1.0.0/24",)))
-    lines = _save(netns)
+    lines = nat_rules(netns)
     # the seed's iptables-save lines (WALKTHROUGH §4.5) appear verbatim
     assert ("-A SM-GN-EGRESS-CLUSTER -s 10.7.0.0/16 -m mark --mark 0xc0000/0xc0000 -j SNAT "
             "--to-source 120.1.0.1-120.1.0.8") in lines
@@ -74,17 +56,17 @@ def test_walkthrough_rules_in_a_kernel_and_reapply_is_a_noop(netns: str) -> None
     before = pf.transactions
     assert not pf.apply(R.ruleset(state, global_cidrs=("120.1.0.0/24",)))
     assert pf.transactions == before
-    assert _save(netns) == lines
+    assert nat_rules(netns) == lines
 
     # a release: one pod goes, the rest stays, still one transaction
     del state.headless_pods["sample/pod-whereami-1"]
     assert pf.apply(R.ruleset(state, global_cidrs=("120.1.0.0/24",)))
-    after = _save(netns)
+    after = nat_rules(netns)
     assert not any("120.1.0.253" in line for line in after)
     assert pf.transactions == before + 1
 
     pf.delete(R.uninstall_ruleset())
-    left = _save(netns)
+    left = nat_rules(netns)
     assert not any("SUBMARINER-GN" in line or "SM-GN" in line for line in left)
     sets.destroy(ns_set)
     assert sets.names("SM-GN-") == []
